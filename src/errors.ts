@@ -1,0 +1,112 @@
+/**
+ * Error catalogue shared by the coordinator and every client. Errors cross RPC
+ * as plain values (`ErrorShape`) because RPC drops custom properties; the client
+ * rebuilds the classes with `fromShape`.
+ */
+
+/** Stable codes of errors raised by the pool itself (design §4). */
+export type PoolErrorCode =
+  | "INVALID_OPTION"
+  | "POOL_DISABLED"
+  | "ACQUIRE_TIMEOUT"
+  | "WAIT_QUEUE_FULL"
+  | "CONNECT_FAILED"
+  | "LEASE_EXPIRED"
+  | "LEASE_RELEASED"
+  | "LEASE_LOST"
+  | "POOL_CLOSED"
+  | "UNAUTHORIZED"
+  | "UNKNOWN_TENANT"
+  | "RESULT_TOO_LARGE"
+  | "QUERY_TIMEOUT"
+  | "BAD_REQUEST"
+  | "INTERNAL";
+
+/** Codes a caller may retry as they are (the pool or coordinator recovers by itself). */
+const RETRYABLE: ReadonlySet<PoolErrorCode> = new Set(["ACQUIRE_TIMEOUT", "WAIT_QUEUE_FULL", "CONNECT_FAILED", "LEASE_LOST"]);
+
+/** An error raised by the pool; `message` starts with `code`. */
+export class PoolError extends Error {
+  override readonly name = "PoolError";
+  readonly code: PoolErrorCode;
+  readonly tenant: string;
+  readonly retryable: boolean;
+
+  constructor(code: PoolErrorCode, tenant: string, detail: string) {
+    super(`${code}: ${detail}`);
+    this.code = code;
+    this.tenant = tenant;
+    this.retryable = RETRYABLE.has(code);
+  }
+}
+
+/** Fields Postgres sends with an ErrorResponse, kept as postgres.js names them. */
+export interface PostgresErrorFields {
+  code: string;
+  severity?: string;
+  detail?: string;
+  hint?: string;
+  position?: string;
+  schema_name?: string;
+  table_name?: string;
+  column_name?: string;
+  constraint_name?: string;
+  where?: string;
+  routine?: string;
+}
+
+const POSTGRES_FIELDS = [
+  "severity", "detail", "hint", "position", "schema_name", "table_name",
+  "column_name", "constraint_name", "where", "routine",
+] as const;
+
+/** An error the database returned; `code` is the SQLSTATE. */
+export class DatabaseError extends Error implements PostgresErrorFields {
+  override readonly name = "DatabaseError";
+  readonly code: string;
+  severity?: string;
+  detail?: string;
+  hint?: string;
+  position?: string;
+  schema_name?: string;
+  table_name?: string;
+  column_name?: string;
+  constraint_name?: string;
+  where?: string;
+  routine?: string;
+
+  constructor(message: string, fields: PostgresErrorFields) {
+    super(message);
+    this.code = fields.code;
+    for (const key of POSTGRES_FIELDS) if (fields[key] !== undefined) this[key] = fields[key];
+  }
+}
+
+/** An error as it travels over RPC. */
+export type ErrorShape =
+  | { kind: "pool"; code: PoolErrorCode; tenant: string; message: string }
+  | { kind: "database"; message: string; fields: PostgresErrorFields };
+
+/** Turns an error into a value that survives RPC. Unknown errors become `INTERNAL`. */
+export function toShape(error: unknown, tenant: string): ErrorShape {
+  if (error instanceof PoolError) return { kind: "pool", code: error.code, tenant: error.tenant, message: error.message };
+  if (error instanceof DatabaseError) return { kind: "database", message: error.message, fields: pick(error) };
+  const e = error as { name?: string; code?: unknown; message?: string };
+  if (e?.name === "PostgresError" && typeof e.code === "string") return { kind: "database", message: e.message ?? "", fields: pick(e as PostgresErrorFields) };
+  const message = e?.message ?? String(error);
+  return { kind: "pool", code: "INTERNAL", tenant, message: `INTERNAL: tenant "${tenant}": ${message}` };
+}
+
+/** Rebuilds the error class from its RPC shape. */
+export function fromShape(shape: ErrorShape): PoolError | DatabaseError {
+  if (shape.kind === "database") return new DatabaseError(shape.message, shape.fields);
+  const error = new PoolError(shape.code, shape.tenant, "");
+  error.message = shape.message;
+  return error;
+}
+
+function pick(source: PostgresErrorFields): PostgresErrorFields {
+  const fields: PostgresErrorFields = { code: source.code };
+  for (const key of POSTGRES_FIELDS) if (typeof source[key] === "string") fields[key] = source[key];
+  return fields;
+}

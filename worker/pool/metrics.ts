@@ -1,0 +1,68 @@
+import { CLOSE_REASONS, type CloseReason } from "./connection.ts";
+
+const WAIT_SAMPLES = 1024;
+
+/** Counters and the acquire-wait sample the pool keeps for `stats()`. */
+export class Metrics {
+  acquired = 0;
+  released = 0;
+  timeouts = 0;
+  queueFull = 0;
+  created = 0;
+  connectFailures = 0;
+  leasesExpired = 0;
+  /** Acquires that had to queue because every connection was busy at max. */
+  waited = 0;
+  /** Highest leased + waiting seen: the concurrent executors the pool had to serve. */
+  peakDemand = 0;
+  readonly closed = Object.fromEntries(CLOSE_REASONS.map((r) => [r, 0])) as Record<CloseReason, number>;
+  private readonly waits = new Float64Array(WAIT_SAMPLES);
+  private samples = 0;
+
+  /** Records how long one acquire waited, in a ring of the last 1024. */
+  recordWait(ms: number): void {
+    this.waits[this.samples++ % WAIT_SAMPLES] = ms;
+  }
+
+  /** The p-th percentile (0..100) of the recent acquire waits, nearest rank. */
+  waitPercentile(p: number): number {
+    const n = Math.min(this.samples, WAIT_SAMPLES);
+    if (n === 0) return 0;
+    const sorted = Array.from(this.waits.subarray(0, n)).sort((a, b) => a - b);
+    return sorted[Math.min(n - 1, Math.max(0, Math.ceil((p / 100) * n) - 1))]!;
+  }
+}
+
+/** Whether `maxConnections` fits the demand the pool measured (the balance rule). */
+export interface Sizing {
+  verdict: "undersized" | "oversized" | "balanced" | "idle";
+  suggestedMaxConnections: number;
+  reason: string;
+}
+
+/**
+ * The balance rule: concurrent executors ≤ maxConnections means nobody waits.
+ * Undersized when borrowers waited or timed out; oversized when the peak stayed
+ * at half of max or below.
+ */
+export function sizing(metrics: Metrics, maxConnections: number, minConnections: number): Sizing {
+  const peak = metrics.peakDemand;
+  if (metrics.acquired === 0 && metrics.timeouts === 0 && metrics.queueFull === 0) {
+    return { verdict: "idle", suggestedMaxConnections: maxConnections, reason: "no demand measured yet" };
+  }
+  if (metrics.waited > 0 || metrics.timeouts > 0 || metrics.queueFull > 0) {
+    return {
+      verdict: "undersized",
+      suggestedMaxConnections: Math.max(peak, maxConnections + 1),
+      reason: `peak demand ${peak} > maxConnections ${maxConnections}: ${metrics.waited} acquires waited, ${metrics.timeouts} timed out, ${metrics.queueFull} found the queue full`,
+    };
+  }
+  if (maxConnections > 1 && peak * 2 <= maxConnections) {
+    return {
+      verdict: "oversized",
+      suggestedMaxConnections: Math.max(peak, minConnections, 1),
+      reason: `peak demand ${peak} stayed at or below half of maxConnections ${maxConnections}`,
+    };
+  }
+  return { verdict: "balanced", suggestedMaxConnections: maxConnections, reason: `peak demand ${peak} fits maxConnections ${maxConnections}` };
+}

@@ -1,0 +1,130 @@
+import { PoolError } from "../../src/errors.ts";
+
+/** Every pool option of design §3; times are milliseconds. */
+export interface PoolOptions {
+  maxConnections: number;
+  minConnections: number;
+  initialConnections: number;
+  minIdle: number;
+  maxIdle: number;
+  acquireTimeoutMs: number;
+  maxWaiters: number;
+  idleTimeoutMs: number;
+  maxLifetimeMs: number;
+  maxUses: number;
+  reuseCooldownMs: number;
+  leaseTimeoutMs: number;
+  connectTimeoutMs: number;
+  maxConcurrentConnects: number;
+  resetQuery: string;
+  validateAfterIdleMs: number;
+}
+
+/** Defaults of design §3. `maxIdle` defaults to `maxConnections` and is filled in by `resolveOptions`. */
+export const DEFAULTS: Readonly<Omit<PoolOptions, "maxIdle">> = {
+  maxConnections: 10,
+  minConnections: 0,
+  initialConnections: 0,
+  minIdle: 0,
+  acquireTimeoutMs: 5_000,
+  maxWaiters: 1_000,
+  idleTimeoutMs: 60_000,
+  maxLifetimeMs: 600_000,
+  maxUses: 0,
+  reuseCooldownMs: 0,
+  leaseTimeoutMs: 30_000,
+  connectTimeoutMs: 10_000,
+  maxConcurrentConnects: 4,
+  resetQuery: "DISCARD ALL",
+  validateAfterIdleMs: 30_000,
+};
+
+/** An outbound socket keeps a Durable Object alive for at most 15 minutes (design §6). */
+export const MAX_LIFETIME_CAP_MS = 15 * 60_000;
+
+/** Smallest value each numeric option accepts; `0` has the meaning design §3 gives it. */
+const MINIMUM: Record<Exclude<keyof PoolOptions, "resetQuery">, number> = {
+  maxConnections: 0,
+  minConnections: 0,
+  initialConnections: 0,
+  minIdle: 0,
+  maxIdle: 0,
+  acquireTimeoutMs: 0,
+  maxWaiters: 0,
+  idleTimeoutMs: 0,
+  maxLifetimeMs: 0,
+  maxUses: 0,
+  reuseCooldownMs: 0,
+  leaseTimeoutMs: 1,
+  connectTimeoutMs: 1,
+  maxConcurrentConnects: 1,
+  validateAfterIdleMs: 0,
+};
+
+const KEYS = new Set<string>([...Object.keys(MINIMUM), "resetQuery"]);
+
+/**
+ * Checks user options up front and returns the complete set: unknown keys,
+ * non-integers, negatives and contradictions are rejected with `INVALID_OPTION`
+ * naming the key and the value.
+ */
+export function resolveOptions(tenant: string, input: Record<string, unknown> = {}): PoolOptions {
+  if (typeof input !== "object" || input === null || Array.isArray(input)) {
+    throw invalid(tenant, "options", input, "must be an object");
+  }
+  for (const key of Object.keys(input)) {
+    if (!KEYS.has(key)) throw invalid(tenant, key, input[key], `is not an option (known: ${[...KEYS].join(", ")})`);
+  }
+  const merged = { ...DEFAULTS, maxIdle: undefined, ...stripUndefined(input) } as Record<string, unknown>;
+  for (const [key, minimum] of Object.entries(MINIMUM)) {
+    const value = merged[key];
+    if (key === "maxIdle" && value === undefined) continue;
+    if (typeof value !== "number" || !Number.isSafeInteger(value) || value < minimum) {
+      throw invalid(tenant, key, value, `must be an integer >= ${minimum}`);
+    }
+  }
+  if (typeof merged.resetQuery !== "string") throw invalid(tenant, "resetQuery", merged.resetQuery, "must be a string");
+  const options = { ...merged, maxIdle: merged.maxIdle ?? merged.maxConnections } as PoolOptions;
+  if (options.minConnections > options.maxConnections) {
+    throw invalid(tenant, "minConnections", options.minConnections, `must not exceed maxConnections (${options.maxConnections})`);
+  }
+  if (options.minIdle > options.maxIdle) {
+    throw invalid(tenant, "minIdle", options.minIdle, `must not exceed maxIdle (${options.maxIdle})`);
+  }
+  if (options.maxLifetimeMs > MAX_LIFETIME_CAP_MS) {
+    throw invalid(tenant, "maxLifetimeMs", options.maxLifetimeMs, `must be at most ${MAX_LIFETIME_CAP_MS} (an open socket keeps a Durable Object for 15 minutes at most)`);
+  }
+  return options;
+}
+
+/**
+ * Reads options from `EDGEPOOL_*` variables (`EDGEPOOL_MAX_CONNECTIONS` for
+ * `maxConnections`, ...). Numeric values arrive as strings from wrangler vars.
+ */
+export function optionsFromEnv(env: Record<string, unknown>): Record<string, unknown> {
+  const options: Record<string, unknown> = {};
+  for (const key of KEYS) {
+    const name = `EDGEPOOL_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
+    const raw = env[name];
+    if (raw === undefined) continue;
+    const number = typeof raw === "string" && raw.trim() !== "" ? Number(raw) : Number.NaN;
+    options[key] = key === "resetQuery" || Number.isNaN(number) ? raw : number;
+  }
+  return options;
+}
+
+function stripUndefined(input: Record<string, unknown>): Record<string, unknown> {
+  return Object.fromEntries(Object.entries(input).filter(([, v]) => v !== undefined));
+}
+
+function invalid(tenant: string, key: string, value: unknown, rule: string): PoolError {
+  return new PoolError("INVALID_OPTION", tenant, `option "${key}" = ${describe(value)} ${rule}`);
+}
+
+function describe(value: unknown): string {
+  try {
+    return typeof value === "string" ? JSON.stringify(value) : String(JSON.stringify(value) ?? value);
+  } catch {
+    return String(value);
+  }
+}

@@ -1,0 +1,538 @@
+import { PoolError } from "../../src/errors.ts";
+import type { Clock } from "./clock.ts";
+import { Lease, TRANSITIONS, type CloseReason, type Connection, type ConnectionState } from "./connection.ts";
+import { lifetimeSpacingMs, sweep } from "./janitor.ts";
+import { Metrics, sizing, type Sizing } from "./metrics.ts";
+import type { PoolOptions } from "./options.ts";
+
+/** Opens, checks, resets and closes physical connections; injected so tests can fake it. */
+export interface Driver<H> {
+  open(): Promise<H>;
+  /** Resolves if the connection answers (`select 1`), rejects if it is dead. */
+  validate(handle: H): Promise<void>;
+  /** Rolls back an open transaction and runs `resetQuery`. */
+  reset(handle: H): Promise<void>;
+  close(handle: H): Promise<void>;
+  /** Whether an error from a query means the connection itself is gone. */
+  isFatal(error: unknown): boolean;
+  /** `host:port` of the server, for messages. Never the password. */
+  readonly target: string;
+}
+
+/** What the pool needs from its host besides the driver. */
+export interface PoolDeps<H> {
+  tenant: string;
+  options: PoolOptions;
+  driver: Driver<H>;
+  clock: Clock;
+  /** Uniform in [0, 1): lifetime jitter and connect backoff. */
+  random?: () => number;
+  /** Asks the host to run `sweep()` at this time (the Durable Object's alarm). */
+  schedule?: (at: number | undefined) => void;
+}
+
+/** Per-call acquire options. */
+export interface AcquireOptions {
+  /** Overrides `acquireTimeoutMs` for this call. */
+  timeoutMs?: number;
+}
+
+/** Live counters of one tenant's pool (design §5). */
+export interface PoolStats {
+  tenant: string;
+  maxConnections: number;
+  total: number;
+  idle: number;
+  leased: number;
+  opening: number;
+  closing: number;
+  waiting: number;
+  /** Age of the oldest waiter now, as PgBouncer's `maxwait`. */
+  maxWaitMs: number;
+  acquired: number;
+  released: number;
+  timeouts: number;
+  waitQueueFull: number;
+  created: number;
+  connectFailures: number;
+  leasesExpired: number;
+  closed: Record<CloseReason, number>;
+  acquireWaitMs: { p50: number; p99: number };
+  peakDemand: number;
+  sizing: Sizing;
+}
+
+interface Waiter<H> {
+  readonly enqueuedAt: number;
+  readonly resolve: (lease: Lease<H>) => void;
+  readonly reject: (error: PoolError) => void;
+  timer: unknown;
+  settled: boolean;
+}
+
+const BACKOFF_BASE_MS = 100;
+const BACKOFF_CAP_MS = 5_000;
+const LIFETIME_JITTER = 0.05;
+
+/**
+ * One tenant's pool: connection states, the FIFO wait queue with per-waiter
+ * deadlines, leases, and the janitor. Plain TypeScript; the clock and the
+ * driver are injected.
+ */
+export class Pool<H> {
+  readonly tenant: string;
+  readonly options: PoolOptions;
+  readonly metrics = new Metrics();
+  private readonly driver: Driver<H>;
+  private readonly clock: Clock;
+  private readonly random: () => number;
+  private readonly schedule: (at: number | undefined) => void;
+  private readonly sets: Record<ConnectionState, Set<Connection<H>>> = {
+    opening: new Set(), idle: new Set(), validating: new Set(), leased: new Set(),
+    returning: new Set(), closing: new Set(), closed: new Set(),
+  };
+  private readonly waiters: Waiter<H>[] = [];
+  private nextConnectionId = 1;
+  private nextLeaseId = 1;
+  private failedConnects = 0;
+  private lastConnectError = "";
+  private nextConnectAt = 0;
+  private lastLifetimeRetireAt = Number.NEGATIVE_INFINITY;
+  /** `initialConnections` (at most max) still to be opened. */
+  private initialPending: number;
+  private readonly initialTarget: number;
+  private reachedMin = false;
+  private closed = false;
+  private alarmAt: number | undefined;
+  private pumpTimer: unknown;
+  private pumpTimerAt = Number.POSITIVE_INFINITY;
+  private drained: (() => void) | undefined;
+
+  constructor(deps: PoolDeps<H>) {
+    this.tenant = deps.tenant;
+    this.options = deps.options;
+    this.driver = deps.driver;
+    this.clock = deps.clock;
+    this.random = deps.random ?? Math.random;
+    this.schedule = deps.schedule ?? (() => {});
+    this.initialTarget = Math.min(this.options.initialConnections, this.options.maxConnections);
+    this.initialPending = this.initialTarget;
+    this.pump();
+  }
+
+  /** Physical connections, counting those opening and closing: never above `maxConnections`. */
+  get total(): number {
+    const s = this.sets;
+    return s.opening.size + s.idle.size + s.validating.size + s.leased.size + s.returning.size + s.closing.size;
+  }
+
+  /** Borrows a connection: at once if one is free, else in FIFO order until the deadline. */
+  acquire(options: AcquireOptions = {}): Promise<Lease<H>> {
+    if (this.closed) return Promise.reject(this.error("POOL_CLOSED", "the pool is closed: it takes no new leases"));
+    if (this.options.maxConnections === 0) {
+      return Promise.reject(this.error("POOL_DISABLED", "maxConnections is 0: the pool is disabled"));
+    }
+    const now = this.clock.now();
+    if (this.waiters.length === 0) {
+      const free = this.takeIdle(now);
+      if (free && !this.needsValidation(free, now)) return Promise.resolve(this.grant(free, now, now));
+    }
+    const full = this.total >= this.options.maxConnections;
+    if (full && this.waiters.length >= this.options.maxWaiters) {
+      this.metrics.queueFull++;
+      return Promise.reject(this.error("WAIT_QUEUE_FULL", `${this.waiters.length} borrowers already wait (maxWaiters=${this.options.maxWaiters}) ${this.counters()}`));
+    }
+    if (full) this.metrics.waited++;
+    const timeoutMs = options.timeoutMs ?? this.options.acquireTimeoutMs;
+    return new Promise<Lease<H>>((resolve, reject) => {
+      const waiter: Waiter<H> = { enqueuedAt: now, resolve, reject, timer: undefined, settled: false };
+      waiter.timer = this.clock.setTimer(() => this.expireWaiter(waiter, timeoutMs), timeoutMs);
+      this.waiters.push(waiter);
+      this.notePeak();
+      this.pump();
+    });
+  }
+
+  /**
+   * Runs `fn` on the lease's connection. Fails with `LEASE_RELEASED` or
+   * `LEASE_EXPIRED` once the lease is over; marks the connection broken when
+   * the driver says the error was fatal.
+   */
+  async use<T>(lease: Lease<H>, fn: (handle: H) => Promise<T>): Promise<T> {
+    this.assertActive(lease);
+    lease.inflight++;
+    lease.lastActivityAt = this.clock.now();
+    try {
+      return await fn(lease.connection.handle as H);
+    } catch (error) {
+      if (this.driver.isFatal(error)) lease.connection.broken = true;
+      throw error;
+    } finally {
+      lease.inflight--;
+      lease.lastActivityAt = this.clock.now();
+      this.want(lease.lastActivityAt + this.options.leaseTimeoutMs);
+    }
+  }
+
+  /** Throws the error a caller gets for a lease that is over. */
+  assertActive(lease: Lease<H>): void {
+    if (lease.state === "active") return;
+    if (lease.state === "released") throw this.error("LEASE_RELEASED", `lease ${lease.id} was already released`);
+    if (lease.state === "lost") throw this.error("LEASE_LOST", `lease ${lease.id} lost its connection; acquire again`);
+    throw this.error("LEASE_EXPIRED", `lease ${lease.id} was reclaimed after ${this.options.leaseTimeoutMs}ms without activity (leaseTimeoutMs); its transaction was rolled back`);
+  }
+
+  /**
+   * Gives a lease's connection back; idempotent. With `reset` the connection
+   * is rolled back and `resetQuery` runs before anyone else gets it.
+   */
+  release(lease: Lease<H>, options: { reset?: boolean } = {}): void {
+    if (lease.state !== "active") return;
+    lease.state = "released";
+    this.metrics.released++;
+    const c = lease.connection;
+    c.lease = undefined;
+    const now = this.clock.now();
+    const reason = this.retireReason(c, now);
+    if (reason) return this.retire(c, reason);
+    if (options.reset === false) return this.toIdle(c, now);
+    this.move(c, "returning");
+    this.driver.reset(c.handle as H).then(
+      () => this.toIdle(c, this.clock.now()),
+      () => this.retire(c, "broken"),
+    );
+  }
+
+  /** The socket of this connection closed or failed: never hand it out again. */
+  markBroken(handle: H): void {
+    for (const state of ["idle", "leased", "validating", "returning"] as const) {
+      for (const c of this.sets[state]) {
+        if (c.handle !== handle) continue;
+        c.broken = true;
+        if (state === "idle") this.retire(c, "broken");
+        return;
+      }
+    }
+  }
+
+  /** The janitor, run from the alarm: applies its rules and returns when to run next. */
+  sweep(): number | undefined {
+    const now = this.clock.now();
+    const result = sweep(
+      {
+        options: this.options,
+        idle: this.sets.idle,
+        leased: this.sets.leased,
+        total: this.total,
+        floor: this.floor(),
+        lastLifetimeRetireAt: this.lastLifetimeRetireAt,
+      },
+      now,
+    );
+    for (const c of result.expired) {
+      const lease = c.lease!;
+      lease.state = "expired";
+      c.lease = undefined;
+      this.metrics.leasesExpired++;
+      this.retire(c, "lease-expired");
+    }
+    for (const { connection, reason } of result.closes) this.retire(connection, reason);
+    this.pump();
+    this.alarmAt = result.nextAt;
+    this.schedule(result.nextAt);
+    return result.nextAt;
+  }
+
+  /** Stops taking leases, fails waiters with `POOL_CLOSED`, closes idle connections; resolves once every connection is closed. */
+  drain(): Promise<void> {
+    if (!this.closed) {
+      this.closed = true;
+      for (const w of this.waiters.splice(0)) this.settle(w, undefined, this.error("POOL_CLOSED", "the pool was closed while waiting"));
+      for (const c of [...this.sets.idle]) this.retire(c, "shutdown");
+    }
+    if (this.total === 0) return Promise.resolve();
+    return new Promise((resolve) => {
+      const previous = this.drained;
+      this.drained = () => {
+        previous?.();
+        resolve();
+      };
+    });
+  }
+
+  /** Live counters for `stats()`. */
+  stats(): PoolStats {
+    const m = this.metrics;
+    const now = this.clock.now();
+    return {
+      tenant: this.tenant,
+      maxConnections: this.options.maxConnections,
+      total: this.total,
+      idle: this.sets.idle.size,
+      leased: this.sets.leased.size + this.sets.validating.size,
+      opening: this.sets.opening.size,
+      closing: this.sets.closing.size + this.sets.returning.size,
+      waiting: this.waiters.length,
+      maxWaitMs: this.waiters.length > 0 ? now - this.waiters[0]!.enqueuedAt : 0,
+      acquired: m.acquired,
+      released: m.released,
+      timeouts: m.timeouts,
+      waitQueueFull: m.queueFull,
+      created: m.created,
+      connectFailures: m.connectFailures,
+      leasesExpired: m.leasesExpired,
+      closed: { ...m.closed },
+      acquireWaitMs: { p50: m.waitPercentile(50), p99: m.waitPercentile(99) },
+      peakDemand: m.peakDemand,
+      sizing: sizing(m, this.options.maxConnections, this.options.minConnections),
+    };
+  }
+
+  /** Hands free connections to waiters, opens what demand and the floors need, and arms the timers. Called after every change. */
+  private pump(): void {
+    const now = this.clock.now();
+    while (this.waiters.length > 0) {
+      const c = this.takeIdle(now);
+      if (!c) break;
+      this.serve(this.waiters.shift()!, c, now);
+    }
+    this.grow(now);
+    this.armPumpTimer(now);
+    if (this.closed && this.total === 0 && this.drained) {
+      const drained = this.drained;
+      this.drained = undefined;
+      drained();
+    }
+  }
+
+  private serve(waiter: Waiter<H>, c: Connection<H>, now: number): void {
+    if (!this.needsValidation(c, now)) {
+      this.grant(c, waiter.enqueuedAt, now, waiter);
+      return;
+    }
+    this.move(c, "validating");
+    this.driver.validate(c.handle as H).then(
+      () => {
+        const at = this.clock.now();
+        if (waiter.settled) {
+          c.idleSince = at;
+          this.move(c, "idle");
+          this.pump();
+        } else this.grant(c, waiter.enqueuedAt, at, waiter);
+      },
+      () => {
+        this.retire(c, "broken");
+        if (!waiter.settled) this.waiters.unshift(waiter);
+        this.pump();
+      },
+    );
+  }
+
+  private grant(c: Connection<H>, enqueuedAt: number, now: number, waiter?: Waiter<H>): Lease<H> {
+    this.move(c, "leased");
+    c.uses++;
+    const lease = new Lease(this.nextLeaseId++, c, now, now - enqueuedAt);
+    c.lease = lease;
+    this.metrics.acquired++;
+    this.metrics.recordWait(now - enqueuedAt);
+    this.notePeak();
+    this.want(now + this.options.leaseTimeoutMs);
+    if (waiter) this.settle(waiter, lease);
+    return lease;
+  }
+
+  private settle(waiter: Waiter<H>, lease?: Lease<H>, error?: PoolError): void {
+    waiter.settled = true;
+    this.clock.clearTimer(waiter.timer);
+    if (lease) waiter.resolve(lease);
+    else waiter.reject(error!);
+  }
+
+  private expireWaiter(waiter: Waiter<H>, timeoutMs: number): void {
+    if (waiter.settled) return;
+    const index = this.waiters.indexOf(waiter);
+    if (index >= 0) this.waiters.splice(index, 1);
+    this.metrics.timeouts++;
+    const cause = this.total === 0 && this.lastConnectError ? `; last connect error: ${this.lastConnectError}` : "";
+    this.settle(waiter, undefined, this.error("ACQUIRE_TIMEOUT", `had no free connection after ${timeoutMs}ms ${this.counters(1)}${cause}`));
+  }
+
+  /** The most recently used free connection (LIFO keeps the rest idle long enough to be reaped). */
+  private takeIdle(now: number): Connection<H> | undefined {
+    let best: Connection<H> | undefined;
+    for (const c of this.sets.idle) {
+      if (c.broken || c.availableAt > now) continue;
+      if (!best || c.idleSince >= best.idleSince) best = c;
+    }
+    return best;
+  }
+
+  private needsValidation(c: Connection<H>, now: number): boolean {
+    return now - c.idleSince > this.options.validateAfterIdleMs;
+  }
+
+  private toIdle(c: Connection<H>, now: number): void {
+    if (this.closed) return this.retire(c, "shutdown");
+    if (c.broken) return this.retire(c, "broken");
+    const beyondMaxIdle = this.sets.idle.size >= this.options.maxIdle && this.total > this.floor();
+    if (this.waiters.length === 0 && beyondMaxIdle) return this.retire(c, "max-idle");
+    c.idleSince = now;
+    c.availableAt = now + this.options.reuseCooldownMs;
+    this.move(c, "idle");
+    if (this.options.idleTimeoutMs > 0) this.want(now + this.options.idleTimeoutMs);
+    if (c.retireAt !== Number.POSITIVE_INFINITY) this.want(Math.max(c.retireAt, now));
+    this.pump();
+  }
+
+  /** Why a returned connection must close instead of going back to idle, if it must. */
+  private retireReason(c: Connection<H>, now: number): CloseReason | undefined {
+    if (this.closed) return "shutdown";
+    if (c.broken) return "broken";
+    if (this.options.maxUses > 0 && c.uses >= this.options.maxUses) return "max-uses";
+    if (c.retireAt <= now && now >= this.lastLifetimeRetireAt + lifetimeSpacingMs(this.options)) return "max-lifetime";
+    return undefined;
+  }
+
+  private retire(c: Connection<H>, reason: CloseReason): void {
+    this.move(c, "closing");
+    this.metrics.closed[reason]++;
+    if (reason === "max-lifetime") this.lastLifetimeRetireAt = this.clock.now();
+    const handle = c.handle as H;
+    Promise.resolve()
+      .then(() => this.driver.close(handle))
+      .catch(() => {})
+      .finally(() => {
+        this.move(c, "closed");
+        this.sets.closed.delete(c);
+        this.pump();
+      });
+  }
+
+  /** The pool never shrinks below `minConnections` once it has reached it. */
+  private floor(): number {
+    return this.reachedMin ? this.options.minConnections : 0;
+  }
+
+  /** Opens connections for waiters, the reached minimum, `minIdle` and `initialConnections`, within max, concurrency and backoff. */
+  private grow(now: number): void {
+    if (this.closed) return;
+    const o = this.options;
+    const opening = this.sets.opening.size;
+    const live = this.total - opening - this.sets.closing.size;
+    const forWaiters = this.waiters.length - opening;
+    const forFloor = Math.max(this.floor(), this.initialPending > 0 ? this.initialTarget : 0) - live - opening;
+    const forIdle = o.minIdle - this.sets.idle.size - opening;
+    let wanted = Math.max(forWaiters, forFloor, forIdle);
+    wanted = Math.min(wanted, o.maxConnections - this.total, o.maxConcurrentConnects - opening);
+    if (wanted <= 0 || now < this.nextConnectAt) return;
+    for (let i = 0; i < wanted; i++) this.open(now);
+  }
+
+  private open(now: number): void {
+    const c: Connection<H> = {
+      id: this.nextConnectionId++, state: "opening", handle: undefined, createdAt: now, retireAt: Number.POSITIVE_INFINITY,
+      uses: 0, idleSince: now, availableAt: now, broken: false, lease: undefined,
+    };
+    this.sets.opening.add(c);
+    let done = false;
+    const timer = this.clock.setTimer(() => {
+      if (done) return;
+      done = true;
+      this.connectFailed(c, `timed out after ${this.options.connectTimeoutMs}ms (connectTimeoutMs)`);
+    }, this.options.connectTimeoutMs);
+    Promise.resolve()
+      .then(() => this.driver.open())
+      .then(
+        (handle) => {
+          if (done) return void this.driver.close(handle).catch(() => {});
+          done = true;
+          this.clock.clearTimer(timer);
+          this.opened(c, handle);
+        },
+        (error: unknown) => {
+          if (done) return;
+          done = true;
+          this.clock.clearTimer(timer);
+          this.connectFailed(c, error instanceof Error ? error.message : String(error));
+        },
+      );
+  }
+
+  private opened(c: Connection<H>, handle: H): void {
+    const now = this.clock.now();
+    const o = this.options;
+    c.handle = handle;
+    c.createdAt = now;
+    c.retireAt = o.maxLifetimeMs > 0 ? now + o.maxLifetimeMs - Math.floor(this.random() * LIFETIME_JITTER * o.maxLifetimeMs) : Number.POSITIVE_INFINITY;
+    this.failedConnects = 0;
+    this.lastConnectError = "";
+    this.nextConnectAt = 0;
+    this.metrics.created++;
+    if (this.initialPending > 0) this.initialPending--;
+    if (this.closed) return this.retire(c, "shutdown");
+    if (o.minConnections > 0 && this.total - this.sets.closing.size >= o.minConnections) this.reachedMin = true;
+    this.toIdle(c, now);
+  }
+
+  private connectFailed(c: Connection<H>, cause: string): void {
+    this.move(c, "closed");
+    this.sets.closed.delete(c);
+    this.metrics.connectFailures++;
+    this.failedConnects++;
+    this.lastConnectError = cause;
+    const backoff = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (this.failedConnects - 1));
+    const delay = Math.round(backoff / 2 + (this.random() * backoff) / 2);
+    this.nextConnectAt = this.clock.now() + delay;
+    const error = this.error("CONNECT_FAILED", `could not connect to ${this.driver.target}: ${cause} (attempt ${this.failedConnects} in a row, next in ${delay}ms)`);
+    if (this.total - this.sets.closing.size === 0) {
+      for (const w of this.waiters.splice(0)) this.settle(w, undefined, error);
+    }
+    this.pump();
+  }
+
+  private armPumpTimer(now: number): void {
+    let at = Number.POSITIVE_INFINITY;
+    if (this.waiters.length > 0) {
+      for (const c of this.sets.idle) if (c.availableAt > now) at = Math.min(at, c.availableAt);
+    }
+    if (this.nextConnectAt > now) at = Math.min(at, this.nextConnectAt);
+    if (at === Number.POSITIVE_INFINITY || at >= this.pumpTimerAt) return;
+    if (this.pumpTimer !== undefined) this.clock.clearTimer(this.pumpTimer);
+    this.pumpTimerAt = at;
+    this.pumpTimer = this.clock.setTimer(() => {
+      this.pumpTimer = undefined;
+      this.pumpTimerAt = Number.POSITIVE_INFINITY;
+      this.pump();
+    }, at - now);
+  }
+
+  /** Every change of a connection's state goes through here. */
+  private move(c: Connection<H>, to: ConnectionState): void {
+    if (!TRANSITIONS[c.state].includes(to)) {
+      throw this.error("INTERNAL", `connection ${c.id} cannot move from ${c.state} to ${to}`);
+    }
+    this.sets[c.state].delete(c);
+    c.state = to;
+    this.sets[to].add(c);
+  }
+
+  /** Asks the host for a janitor run at `at` unless one is already due sooner. */
+  private want(at: number): void {
+    if (this.alarmAt !== undefined && this.alarmAt <= at) return;
+    this.alarmAt = at;
+    this.schedule(at);
+  }
+
+  private notePeak(): void {
+    const demand = this.sets.leased.size + this.sets.validating.size + this.waiters.length;
+    if (demand > this.metrics.peakDemand) this.metrics.peakDemand = demand;
+  }
+
+  private counters(extraWaiting = 0): string {
+    return `(max=${this.options.maxConnections}, total=${this.total}, leased=${this.sets.leased.size + this.sets.validating.size}, idle=${this.sets.idle.size}, opening=${this.sets.opening.size}, waiting=${this.waiters.length + extraWaiting})`;
+  }
+
+  private error(code: ConstructorParameters<typeof PoolError>[0], detail: string): PoolError {
+    return new PoolError(code, this.tenant, `tenant "${this.tenant}" ${detail}`);
+  }
+}
