@@ -11,6 +11,7 @@ export class Metrics {
   created = 0;
   connectFailures = 0;
   leasesExpired = 0;
+  leasesLost = 0;
   /** Acquires that had to queue because every connection was busy at max. */
   waited = 0;
   /** Highest leased + waiting seen: the concurrent executors the pool had to serve. */

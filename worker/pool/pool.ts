@@ -56,6 +56,8 @@ export interface PoolStats {
   created: number;
   connectFailures: number;
   leasesExpired: number;
+  /** Leases ended because their connection died under them. */
+  leasesLost: number;
   closed: Record<CloseReason, number>;
   acquireWaitMs: { p50: number; p99: number };
   peakDemand: number;
@@ -163,10 +165,11 @@ export class Pool<H> {
     lease.inflight++;
     lease.lastActivityAt = this.clock.now();
     try {
+      if (lease.connection.broken) throw this.lose(lease);
       return await fn(lease.connection.handle as H);
     } catch (error) {
-      if (this.driver.isFatal(error)) lease.connection.broken = true;
-      throw error;
+      if (error instanceof PoolError || !this.driver.isFatal(error)) throw error;
+      throw this.lose(lease, error instanceof Error ? error.message : String(error));
     } finally {
       lease.inflight--;
       lease.lastActivityAt = this.clock.now();
@@ -178,7 +181,7 @@ export class Pool<H> {
   assertActive(lease: Lease<H>): void {
     if (lease.state === "active") return;
     if (lease.state === "released") throw this.error("LEASE_RELEASED", `lease ${lease.id} was already released`);
-    if (lease.state === "lost") throw this.error("LEASE_LOST", `lease ${lease.id} lost its connection; acquire again`);
+    if (lease.state === "lost") throw this.lose(lease);
     throw this.error("LEASE_EXPIRED", `lease ${lease.id} was reclaimed after ${this.options.leaseTimeoutMs}ms without activity (leaseTimeoutMs); its transaction was rolled back`);
   }
 
@@ -203,16 +206,32 @@ export class Pool<H> {
     );
   }
 
-  /** The socket of this connection closed or failed: never hand it out again. */
+  /**
+   * The socket of this connection closed or failed: never hand it out again.
+   * A lease on it ends at once (`LEASE_LOST`) so its slot is freed.
+   */
   markBroken(handle: H): void {
     for (const state of ["idle", "leased", "validating", "returning"] as const) {
       for (const c of this.sets[state]) {
         if (c.handle !== handle) continue;
         c.broken = true;
         if (state === "idle") this.retire(c, "broken");
+        if (state === "leased" && c.lease) this.lose(c.lease);
         return;
       }
     }
+  }
+
+  /** Ends a lease whose connection died: the slot is freed, later use fails with `LEASE_LOST`. */
+  private lose(lease: Lease<H>, cause = "the server closed the connection"): PoolError {
+    if (lease.state === "active") {
+      lease.state = "lost";
+      this.metrics.leasesLost++;
+      lease.connection.lease = undefined;
+      lease.connection.broken = true;
+      this.retire(lease.connection, "broken");
+    }
+    return this.error("LEASE_LOST", `lease ${lease.id} lost its connection (${cause}); session state and any open transaction are gone, acquire again`);
   }
 
   /** The janitor, run from the alarm: applies its rules and returns when to run next. */
@@ -281,6 +300,7 @@ export class Pool<H> {
       created: m.created,
       connectFailures: m.connectFailures,
       leasesExpired: m.leasesExpired,
+      leasesLost: m.leasesLost,
       closed: { ...m.closed },
       acquireWaitMs: { p50: m.waitPercentile(50), p99: m.waitPercentile(99) },
       peakDemand: m.peakDemand,

@@ -1,0 +1,89 @@
+import { fromShape, PoolError } from "./errors.ts";
+import type { LeaseApi, Reply } from "./protocol.ts";
+import { toResult, type Result } from "./result.ts";
+import { statement } from "./sql.ts";
+
+/** Unwraps a coordinator reply, rebuilding `PoolError` / `DatabaseError`. */
+export function unwrap<T>(reply: Reply<T>): T {
+  if (reply.ok) return reply.value;
+  throw fromShape(reply.error);
+}
+
+/**
+ * A leased connection (session mode): every query runs on the same server
+ * session until `release()`. Session state is reset when it goes back.
+ */
+export class Connection {
+  /** The lease's number on its coordinator. */
+  readonly id: number;
+  /** The server backend pid of the pinned connection. */
+  readonly pid: number;
+  readonly tenant: string;
+  readonly #lease: LeaseApi;
+  #released = false;
+
+  constructor(tenant: string, id: number, pid: number, lease: LeaseApi) {
+    this.tenant = tenant;
+    this.id = id;
+    this.pid = pid;
+    this.#lease = lease;
+  }
+
+  /** Tagged-template query; interpolated values are always bound parameters. */
+  sql<Row = Record<string, unknown>>(strings: TemplateStringsArray, ...values: unknown[]): Promise<Result<Row>> {
+    try {
+      const { text, params } = statement(this.tenant, strings, values);
+      return this.query<Row>(text, params);
+    } catch (error) {
+      return Promise.reject(error);
+    }
+  }
+
+  /** Runs `text` with `$1..$n` parameters on this lease's connection. */
+  async query<Row = Record<string, unknown>>(text: string, params: unknown[] = []): Promise<Result<Row>> {
+    if (this.#released) throw new PoolError("LEASE_RELEASED", this.tenant, `tenant "${this.tenant}" lease ${this.id} was already released`);
+    let reply: Reply<unknown>;
+    try {
+      reply = await this.#lease.query(text, params);
+    } catch (error) {
+      throw lost(this.tenant, this.id, error);
+    }
+    return toResult(unwrap(reply) as never);
+  }
+
+  /** Runs `fn` inside BEGIN/COMMIT on this connection; ROLLBACK if it throws. */
+  async begin<T>(fn: (tx: Connection) => Promise<T>): Promise<T> {
+    await this.query("begin");
+    try {
+      const value = await fn(this);
+      await this.query("commit");
+      return value;
+    } catch (error) {
+      await this.query("rollback").catch(() => {});
+      throw error;
+    }
+  }
+
+  /** Gives the connection back; idempotent. The coordinator rolls back and resets the session. */
+  async release(): Promise<void> {
+    if (this.#released) return;
+    this.#released = true;
+    try {
+      await this.#lease.release();
+    } catch {
+      // The coordinator is gone: its sockets, and this lease, went with it.
+    } finally {
+      (this.#lease as Partial<Disposable>)[Symbol.dispose]?.();
+    }
+  }
+
+  async [Symbol.asyncDispose](): Promise<void> {
+    await this.release();
+  }
+}
+
+/** A lease call that failed in transport: the coordinator restarted or went away. */
+function lost(tenant: string, id: number, error: unknown): PoolError {
+  const cause = error instanceof Error ? error.message : String(error);
+  return new PoolError("LEASE_LOST", tenant, `tenant "${tenant}" lease ${id} was lost (${cause}); acquire a new connection and retry`);
+}

@@ -1,0 +1,4 @@
+export { createPool, getConnection, type ClientOptions, type PoolClient, type PoolTarget } from "./pool.ts";
+export { Connection } from "./connection.ts";
+export { DatabaseError, PoolError, type PoolErrorCode, type PostgresErrorFields } from "./errors.ts";
+export type { Column, Result } from "./result.ts";

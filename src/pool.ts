@@ -1,0 +1,115 @@
+import { PoolError } from "./errors.ts";
+import { Connection, unwrap } from "./connection.ts";
+import type { CallOptions, CoordinatorApi, Reply } from "./protocol.ts";
+import { toResult, type Result } from "./result.ts";
+import { statement } from "./sql.ts";
+
+/** Something with `idFromName`/`get`: a Durable Object namespace binding. */
+interface NamespaceLike {
+  idFromName(name: string): unknown;
+  get(id: never): unknown;
+}
+
+/**
+ * Where the pool lives: the `PoolCoordinator` Durable Object namespace, or a
+ * service binding to the coordinator Worker's `PoolService` entrypoint.
+ */
+export type PoolTarget = NamespaceLike | CoordinatorApi | string;
+
+/** Client options. */
+export interface ClientOptions {
+  /** The tenant whose pool to use; `default` is the single-tenant deployment's. */
+  tenant?: string;
+  /** How long to wait for a free connection, overriding the pool's `acquireTimeoutMs`. */
+  acquireTimeoutMs?: number;
+}
+
+const CLIENT_KEYS = new Set(["tenant", "acquireTimeoutMs"]);
+
+/** A tenant pool as edge code sees it. */
+export interface PoolClient {
+  readonly tenant: string;
+  /** One-shot query (transaction mode); interpolated values are bound parameters. */
+  sql<Row = Record<string, unknown>>(strings: TemplateStringsArray, ...values: unknown[]): Promise<Result<Row>>;
+  /** One-shot query with `$1..$n` parameters. */
+  query<Row = Record<string, unknown>>(text: string, params?: unknown[]): Promise<Result<Row>>;
+  /** Leases a connection and runs `fn` inside BEGIN/COMMIT (ROLLBACK on throw). */
+  begin<T>(fn: (tx: Connection) => Promise<T>): Promise<T>;
+  /** Leases a connection (session mode). */
+  getConnection(options?: Omit<ClientOptions, "tenant">): Promise<Connection>;
+  /** The pool's live counters and sizing verdict. */
+  stats(): Promise<Record<string, unknown>>;
+}
+
+/** Creates a client for one tenant's pool. */
+export function createPool(target: PoolTarget, options: ClientOptions = {}): PoolClient {
+  const { tenant, call } = resolve(target, options);
+  const run = async <Row>(text: string, params: unknown[] = []): Promise<Result<Row>> => {
+    const reply = await rpc(tenant, () => backend(target, tenant).query(tenant, text, params, call));
+    return toResult(unwrap(reply) as never);
+  };
+  const client: PoolClient = {
+    tenant,
+    sql(strings, ...values) {
+      try {
+        const { text, params } = statement(tenant, strings, values);
+        return run(text, params);
+      } catch (error) {
+        return Promise.reject(error);
+      }
+    },
+    query: run,
+    async begin(fn) {
+      const conn = await client.getConnection();
+      try {
+        return await conn.begin(fn);
+      } finally {
+        await conn.release();
+      }
+    },
+    getConnection: (more = {}) => getConnection(target, { ...options, ...more, tenant }),
+    async stats() {
+      return unwrap(await rpc(tenant, () => backend(target, tenant).stats(tenant))) as Record<string, unknown>;
+    },
+  };
+  return client;
+}
+
+/** Leases a connection from a tenant's pool, waiting at most `acquireTimeoutMs`. */
+export async function getConnection(target: PoolTarget, options: ClientOptions = {}): Promise<Connection> {
+  const { tenant, call } = resolve(target, options);
+  const reply = await rpc(tenant, () => backend(target, tenant).acquire(tenant, call));
+  const { id, pid, lease } = unwrap(reply);
+  return new Connection(tenant, id, pid, lease);
+}
+
+function resolve(target: PoolTarget, options: ClientOptions): { tenant: string; call: CallOptions } {
+  const tenant = options.tenant ?? "default";
+  for (const key of Object.keys(options)) {
+    if (!CLIENT_KEYS.has(key)) throw new PoolError("INVALID_OPTION", tenant, `option "${key}" is not a client option (known: tenant, acquireTimeoutMs)`);
+  }
+  if (typeof tenant !== "string") throw new PoolError("INVALID_OPTION", String(tenant), `option "tenant" must be a string`);
+  if (typeof target === "string") {
+    throw new PoolError("BAD_REQUEST", tenant, `remote URL targets ("${target}") need the Cap'n Web transport, which this version does not include yet; bind the coordinator instead`);
+  }
+  return { tenant, call: options.acquireTimeoutMs === undefined ? {} : { acquireTimeoutMs: options.acquireTimeoutMs } };
+}
+
+function backend(target: PoolTarget, tenant: string): CoordinatorApi {
+  const t = target as Partial<NamespaceLike>;
+  if (typeof t.idFromName === "function" && typeof t.get === "function") {
+    return t.get(t.idFromName(tenant) as never) as CoordinatorApi;
+  }
+  return target as CoordinatorApi;
+}
+
+/** A call that failed in transport (not with a reply) becomes an `INTERNAL` error naming the cause. */
+async function rpc<T>(tenant: string, call: () => Promise<Reply<T>>): Promise<Reply<T>> {
+  try {
+    return await call();
+  } catch (error) {
+    if (error instanceof PoolError) throw error;
+    const cause = error instanceof Error ? error.message : String(error);
+    throw new PoolError("INTERNAL", tenant, `tenant "${tenant}" coordinator call failed: ${cause}`);
+  }
+}

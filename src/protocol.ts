@@ -1,0 +1,24 @@
+import type { ErrorShape } from "./errors.ts";
+import type { QueryResult } from "./result.ts";
+
+/** Every coordinator answer: errors travel as values because RPC drops custom error properties. */
+export type Reply<T> = { ok: true; value: T } | { ok: false; error: ErrorShape };
+
+/** Per-call options a borrower may send. */
+export interface CallOptions {
+  /** Overrides the pool's `acquireTimeoutMs` for this call. */
+  acquireTimeoutMs?: number;
+}
+
+/** A lease as the coordinator serves it (an RPC target on the coordinator's side). */
+export interface LeaseApi {
+  query(text: string, params?: unknown[]): Promise<Reply<QueryResult>>;
+  release(): Promise<Reply<null>>;
+}
+
+/** What a coordinator (Durable Object or the coordinator Worker's entrypoint) answers over RPC. */
+export interface CoordinatorApi {
+  query(tenant: string, text: string, params?: unknown[], options?: CallOptions): Promise<Reply<QueryResult>>;
+  acquire(tenant: string, options?: CallOptions): Promise<Reply<{ id: number; pid: number; lease: LeaseApi }>>;
+  stats(tenant: string): Promise<Reply<unknown>>;
+}

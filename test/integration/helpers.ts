@@ -1,0 +1,51 @@
+import { env } from "cloudflare:workers";
+import postgres from "postgres";
+import { applicationName } from "../../worker/driver.ts";
+import type { Env } from "../../worker/index.ts";
+
+/** The bindings of the test Worker. */
+export const testEnv = env as unknown as Env & { DATABASE_URL: string; EDGEPOOL_SERVICE: Fetcher };
+
+/** A fresh tenant name per test, so each test gets its own coordinator. */
+export function tenantName(prefix: string): string {
+  return `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
+}
+
+/** Configures a tenant's coordinator on the test database with these pool options. */
+export async function configure(tenant: string, options: Record<string, unknown> = {}) {
+  const stub = testEnv.EDGEPOOL.get(testEnv.EDGEPOOL.idFromName(tenant));
+  const reply = await stub.configure(tenant, { connectionString: testEnv.DATABASE_URL, options });
+  if (!reply.ok) throw new Error(reply.error.message);
+  return stub;
+}
+
+/** A connection of the test's own, outside the pool, to watch the server. */
+export function observer() {
+  return postgres(testEnv.DATABASE_URL, { max: 1, idle_timeout: 0, max_lifetime: 0, onnotice: () => {}, connection: { application_name: "edgepool-test-observer" } });
+}
+
+/** Backend pids the server shows for a tenant's pool connections. */
+export async function serverPids(sql: postgres.Sql, tenant: string): Promise<number[]> {
+  const rows = await sql<{ pid: number }[]>`select pid from pg_stat_activity where application_name = ${applicationName(tenant)} order by pid`;
+  return rows.map((r) => r.pid);
+}
+
+/** How many connections the server shows for a tenant's pool. */
+export async function serverCount(sql: postgres.Sql, tenant: string): Promise<number> {
+  return (await serverPids(sql, tenant)).length;
+}
+
+/** Polls until `check` returns true or the time is up; returns the last value checked. */
+export async function until<T>(read: () => Promise<T>, check: (value: T) => boolean, timeoutMs = 5_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let value = await read();
+  while (!check(value) && Date.now() < deadline) {
+    await sleep(25);
+    value = await read();
+  }
+  return value;
+}
+
+export function sleep(ms: number): Promise<void> {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}

@@ -1,0 +1,23 @@
+import { afterAll, describe, expect, it } from "vitest";
+import { createPool, getConnection } from "../../src/index.ts";
+import { configure, observer, serverPids, tenantName, testEnv } from "./helpers.ts";
+
+const sql = observer();
+afterAll(() => sql.end());
+
+describe("through a service binding to the coordinator Worker", () => {
+  it("one-shot queries and leases work the same as through the Durable Object namespace", async () => {
+    const tenant = tenantName("service");
+    await configure(tenant, { maxConnections: 1 });
+    const db = createPool(testEnv.EDGEPOOL_SERVICE as never, { tenant });
+    expect((await db.sql<{ n: number }>`select ${5}::int as n`)[0]).toEqual({ n: 5 });
+    const conn = await getConnection(testEnv.EDGEPOOL_SERVICE as never, { tenant });
+    await conn.sql`set application_name = 'still-mine'`;
+    expect((await conn.sql`show application_name`)[0]).toEqual({ application_name: "still-mine" });
+    await conn.release();
+    const [{ pid }] = (await db.sql<{ pid: number }>`select pg_backend_pid() as pid`) as [{ pid: number }];
+    expect(pid).toBe(conn.pid);
+    expect(await serverPids(sql, tenant)).toEqual([pid]); // reset restored the pool's application_name
+    await expect(createPool(testEnv.EDGEPOOL_SERVICE as never, { tenant: "bad name" }).sql`select 1`).rejects.toMatchObject({ code: "BAD_REQUEST" });
+  });
+});

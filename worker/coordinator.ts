@@ -1,0 +1,165 @@
+import { DurableObject, RpcTarget } from "cloudflare:workers";
+import { PoolError, toShape } from "../src/errors.ts";
+import type { CallOptions, CoordinatorApi, LeaseApi, Reply } from "../src/protocol.ts";
+import type { QueryResult } from "../src/result.ts";
+import { pgDriver, type PgHandle } from "./driver.ts";
+import type { Env } from "./env.ts";
+import { systemClock } from "./pool/clock.ts";
+import type { Lease } from "./pool/connection.ts";
+import { Pool, type PoolStats } from "./pool/pool.ts";
+import { changesSession, checkQuery, execute } from "./query.ts";
+import { checkTenant, configFromEnv, DEFAULT_TENANT, maskPassword, resolveConfig, type TenantConfig } from "./tenant.ts";
+
+interface StoredTenant {
+  tenant: string;
+  config: TenantConfig;
+}
+
+/**
+ * The Durable Object that owns one tenant's database sockets. A thin shell:
+ * it builds the pool from the tenant's config, answers RPC, and runs the
+ * janitor from its alarm.
+ */
+export class PoolCoordinator extends DurableObject<Env> implements CoordinatorApi {
+  private tenant: string | undefined;
+  private pool: Pool<PgHandle> | undefined;
+
+  constructor(ctx: DurableObjectState, env: Env) {
+    super(ctx, env);
+    const stored = ctx.storage.kv.get<StoredTenant>("tenant");
+    // Opening initialConnections when the coordinator starts, not on the first borrower.
+    if (stored) this.start(stored.tenant, stored.config);
+  }
+
+  /** Sets (or replaces) this tenant's database and pool options; the old pool drains gracefully. */
+  async configure(tenant: string, input: { connectionString?: unknown; options?: unknown }): Promise<Reply<{ tenant: string; connectionString: string }>> {
+    return reply(String(tenant), async () => {
+      this.checkRoute(checkTenant(tenant));
+      const config = resolveConfig(tenant, input ?? {});
+      this.ctx.storage.kv.put("tenant", { tenant, config } satisfies StoredTenant);
+      const old = this.pool;
+      this.start(tenant, config);
+      void old?.drain();
+      return { tenant, connectionString: maskPassword(config.connectionString) };
+    });
+  }
+
+  /** A one-shot query in transaction mode: any free connection, given back at once. */
+  async query(tenant: string, text: string, params?: unknown[], options?: CallOptions): Promise<Reply<QueryResult>> {
+    return reply(String(tenant), async () => {
+      const pool = this.poolFor(tenant);
+      checkQuery(tenant, text, params);
+      const lease = await pool.acquire({ timeoutMs: callTimeout(tenant, options) });
+      let reset = changesSession(text);
+      try {
+        return await pool.use(lease, (handle) => execute(handle, text, params));
+      } catch (error) {
+        reset = true;
+        throw error;
+      } finally {
+        pool.release(lease, { reset });
+      }
+    });
+  }
+
+  /** A lease (session mode): one connection pinned until `release()` or until the caller's stub is disposed. */
+  async acquire(tenant: string, options?: CallOptions): Promise<Reply<{ id: number; pid: number; lease: LeaseApi }>> {
+    return reply(String(tenant), async () => {
+      const pool = this.poolFor(tenant);
+      const lease = await pool.acquire({ timeoutMs: callTimeout(tenant, options) });
+      return { id: lease.id, pid: lease.connection.handle!.pid, lease: new LeaseTarget(pool, lease) };
+    });
+  }
+
+  /** The tenant pool's live counters and sizing verdict. */
+  async stats(tenant: string): Promise<Reply<PoolStats>> {
+    return reply(String(tenant), async () => this.poolFor(tenant).stats());
+  }
+
+  /** The janitor: runs what is due and sets the alarm to the next deadline (via the pool's `schedule`). */
+  override async alarm(): Promise<void> {
+    this.pool?.sweep();
+  }
+
+  private poolFor(tenant: string): Pool<PgHandle> {
+    this.checkRoute(checkTenant(tenant));
+    if (this.pool) return this.pool;
+    const config = tenant === DEFAULT_TENANT ? configFromEnv(this.env) : undefined;
+    if (!config) {
+      throw new PoolError("UNKNOWN_TENANT", tenant, tenant === DEFAULT_TENANT
+        ? `tenant "${tenant}" has no database: set DATABASE_URL (wrangler secret put DATABASE_URL)`
+        : `tenant "${tenant}" is not configured`);
+    }
+    return this.start(tenant, config);
+  }
+
+  private checkRoute(tenant: string): void {
+    if (this.tenant !== undefined && this.tenant !== tenant) {
+      throw new PoolError("BAD_REQUEST", tenant, `this coordinator serves tenant "${this.tenant}", not "${tenant}"`);
+    }
+  }
+
+  private start(tenant: string, config: TenantConfig): Pool<PgHandle> {
+    this.tenant = tenant;
+    const pool: Pool<PgHandle> = new Pool({
+      tenant,
+      options: config.options,
+      clock: systemClock,
+      driver: pgDriver({ connectionString: config.connectionString, tenant, options: config.options, onBroken: (handle) => pool.markBroken(handle) }),
+      schedule: (at) => {
+        if (at !== undefined && this.pool === pool) this.ctx.storage.setAlarm(at).catch(() => {});
+      },
+    });
+    this.pool = pool;
+    return pool;
+  }
+}
+
+/** A lease as the borrower holds it: an RPC target whose disposal releases it. */
+class LeaseTarget extends RpcTarget implements LeaseApi {
+  readonly #pool: Pool<PgHandle>;
+  readonly #lease: Lease<PgHandle>;
+
+  constructor(pool: Pool<PgHandle>, lease: Lease<PgHandle>) {
+    super();
+    this.#pool = pool;
+    this.#lease = lease;
+  }
+
+  async query(text: string, params?: unknown[]): Promise<Reply<QueryResult>> {
+    const pool = this.#pool;
+    return reply(pool.tenant, async () => {
+      checkQuery(pool.tenant, text, params);
+      return pool.use(this.#lease, (handle) => execute(handle, text, params));
+    });
+  }
+
+  async release(): Promise<Reply<null>> {
+    this.#pool.release(this.#lease);
+    return { ok: true, value: null };
+  }
+
+  /** Runs when the borrower disposes its stub or its request ends. */
+  [Symbol.dispose](): void {
+    this.#pool.release(this.#lease);
+  }
+}
+
+function callTimeout(tenant: string, options: CallOptions | undefined): number | undefined {
+  const timeout = options?.acquireTimeoutMs;
+  if (timeout === undefined) return undefined;
+  if (typeof timeout !== "number" || !Number.isSafeInteger(timeout) || timeout < 0) {
+    throw new PoolError("INVALID_OPTION", tenant, `option "acquireTimeoutMs" = ${JSON.stringify(timeout)} must be an integer >= 0`);
+  }
+  return timeout;
+}
+
+async function reply<T>(tenant: string, fn: () => Promise<T>): Promise<Reply<T>> {
+  try {
+    return { ok: true, value: await fn() };
+  } catch (error) {
+    const shape = toShape(error, tenant);
+    if (shape.kind === "pool" && shape.code === "INTERNAL") console.error(shape.message);
+    return { ok: false, error: shape };
+  }
+}
