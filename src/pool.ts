@@ -96,8 +96,10 @@ function resolve(target: PoolTarget, options: ClientOptions): { tenant: string; 
 }
 
 function backend(target: PoolTarget, tenant: string): CoordinatorApi {
-  const t = target as Partial<NamespaceLike>;
-  if (typeof t.idFromName === "function" && typeof t.get === "function") {
+  // A service binding answers every property name (it is an RPC stub), so test for `fetch` first:
+  // a Durable Object namespace has none.
+  const t = target as Partial<NamespaceLike> & { fetch?: unknown };
+  if (typeof t.fetch !== "function" && typeof t.idFromName === "function" && typeof t.get === "function") {
     return t.get(t.idFromName(tenant) as never) as CoordinatorApi;
   }
   return target as CoordinatorApi;

@@ -25,17 +25,17 @@ describe("pool size rules", () => {
 
   it("initialConnections below minConnections opens only the initial ones, grows to the minimum with demand and never shrinks below it", async () => {
     const tenant = tenantName("initial-min");
-    const stub = await configure(tenant, { maxConnections: 6, minConnections: 4, initialConnections: 2, idleTimeoutMs: 100 });
+    const stub = await configure(tenant, { maxConnections: 6, minConnections: 4, initialConnections: 2, idleTimeoutMs: 800 });
     expect(await until(count(tenant), (n) => n === 2)).toBe(2);
     await sleep(200);
     expect(await serverCount(sql, tenant)).toBe(2); // not filled eagerly
     await demand(tenant, 5);
     expect(await serverCount(sql, tenant)).toBe(5);
-    await sleep(250);
+    await sleep(900);
     await runDurableObjectAlarm(stub);
     // Idle reaping went down to the reached minimum and no further.
     expect(await until(count(tenant), (n) => n === 4)).toBe(4);
-    await sleep(250);
+    await sleep(900);
     await runDurableObjectAlarm(stub);
     expect(await serverCount(sql, tenant)).toBe(4);
   });

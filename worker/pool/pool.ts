@@ -137,7 +137,11 @@ export class Pool<H> {
     const now = this.clock.now();
     if (this.waiters.length === 0) {
       const free = this.takeIdle(now);
-      if (free && !this.needsValidation(free, now)) return Promise.resolve(this.grant(free, now, now));
+      if (free && !this.needsValidation(free, now)) {
+        const lease = this.grant(free, now, now);
+        this.grow(now); // minIdle: replace the idle connection just taken
+        return Promise.resolve(lease);
+      }
     }
     const full = this.total >= this.options.maxConnections;
     if (full && this.waiters.length >= this.options.maxWaiters) {
@@ -198,10 +202,10 @@ export class Pool<H> {
     const now = this.clock.now();
     const reason = this.retireReason(c, now);
     if (reason) return this.retire(c, reason);
-    if (options.reset === false) return this.toIdle(c, now);
+    if (options.reset === false) return this.toIdle(c, now, true);
     this.move(c, "returning");
     this.driver.reset(c.handle as H).then(
-      () => this.toIdle(c, this.clock.now()),
+      () => this.toIdle(c, this.clock.now(), true),
       () => this.retire(c, "broken"),
     );
   }
@@ -391,13 +395,14 @@ export class Pool<H> {
     return now - c.idleSince > this.options.validateAfterIdleMs;
   }
 
-  private toIdle(c: Connection<H>, now: number): void {
+  /** Puts a connection in the idle set; a returned one (`cooldown`) is not handed out before `reuseCooldownMs`. */
+  private toIdle(c: Connection<H>, now: number, cooldown = false): void {
     if (this.closed) return this.retire(c, "shutdown");
     if (c.broken) return this.retire(c, "broken");
     const beyondMaxIdle = this.sets.idle.size >= this.options.maxIdle && this.total > this.floor();
     if (this.waiters.length === 0 && beyondMaxIdle) return this.retire(c, "max-idle");
     c.idleSince = now;
-    c.availableAt = now + this.options.reuseCooldownMs;
+    c.availableAt = cooldown ? now + this.options.reuseCooldownMs : now;
     this.move(c, "idle");
     if (this.options.idleTimeoutMs > 0) this.want(now + this.options.idleTimeoutMs);
     if (c.retireAt !== Number.POSITIVE_INFINITY) this.want(Math.max(c.retireAt, now));

@@ -1,0 +1,42 @@
+// An edge Worker that uses edgepool both ways: one-shot queries and a lease.
+import { createPool, getConnection, PoolError, type PoolTarget } from "../../src/index.ts";
+
+interface Env {
+  /** The coordinator's Durable Object namespace (bound from the "edgepool" Worker). */
+  EDGEPOOL: PoolTarget;
+  /** The same coordinator through a service binding to its PoolService entrypoint. */
+  EDGEPOOL_SERVICE: PoolTarget;
+}
+
+export default {
+  async fetch(request: Request, env: Env): Promise<Response> {
+    const url = new URL(request.url);
+    const db = createPool(env.EDGEPOOL, { tenant: "default" });
+    try {
+      if (url.pathname === "/") {
+        // One-shot: any free connection, given back at once.
+        const [row] = await db.sql`select now() as time, pg_backend_pid() as pid, current_database() as database`;
+        return Response.json({ oneShot: row, try: ["/visit", "/stats", "/service"] });
+      }
+      if (url.pathname === "/visit") {
+        // A lease: a transaction on one pinned connection, released when the block ends.
+        await using conn = await getConnection(env.EDGEPOOL, { tenant: "default", acquireTimeoutMs: 2_000 });
+        const visits = await conn.begin(async (tx) => {
+          await tx.sql`create table if not exists visits (id serial primary key, path text not null, at timestamptz not null default now())`;
+          await tx.sql`insert into visits (path) values (${url.pathname})`;
+          return tx.sql`select count(*)::int as visits from visits`;
+        });
+        return Response.json({ lease: { pid: conn.pid }, ...visits[0] });
+      }
+      if (url.pathname === "/service") {
+        const viaService = createPool(env.EDGEPOOL_SERVICE, { tenant: "default" });
+        return Response.json((await viaService.sql`select 'through the service binding' as via`)[0]);
+      }
+      if (url.pathname === "/stats") return Response.json(await db.stats());
+      return new Response("not found\n", { status: 404 });
+    } catch (error) {
+      const code = error instanceof PoolError ? error.code : (error as { code?: string }).code;
+      return Response.json({ code, message: (error as Error).message }, { status: error instanceof PoolError && error.code === "ACQUIRE_TIMEOUT" ? 503 : 500 });
+    }
+  },
+};
