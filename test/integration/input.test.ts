@@ -49,7 +49,7 @@ describe("bad input gets a clear error and loses nothing", () => {
     await configure(tenant, { maxConnections: 1 });
     const db = createPool(testEnv.EDGEPOOL, { tenant });
     const rows = await db.sql<{ n: number; s: string }>`select g as n, 'x' || g as s from generate_series(1, 3) g`;
-    expect(rows).toEqual([{ n: 1, s: "x1" }, { n: 2, s: "x2" }, { n: 3, s: "x3" }]);
+    expect([...rows]).toEqual([{ n: 1, s: "x1" }, { n: 2, s: "x2" }, { n: 3, s: "x3" }]);
     expect(rows.count).toBe(3);
     expect(rows.command).toBe("SELECT");
     expect(rows.columns.map((c) => [c.name, c.type])).toEqual([["n", 23], ["s", 25]]);
