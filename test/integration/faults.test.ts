@@ -40,7 +40,7 @@ describe("faults", () => {
     const tenant = tenantName("bad-sql");
     await configure(tenant, { maxConnections: 1 });
     const db = createPool(testEnv.EDGEPOOL, { tenant });
-    const [{ pid }] = (await db.sql<{ pid: number }>`select pg_backend_pid() as pid`) as [{ pid: number }];
+    const [{ pid }] = (await db.sql<{ pid: number }>`select pg_backend_pid() as pid`) as unknown as [{ pid: number }];
     const error = await db.query("selec 1").catch((e: unknown) => e);
     expect(error).toBeInstanceOf(DatabaseError);
     expect(error).toMatchObject({ code: "42601", severity: "ERROR", position: "1" });

@@ -15,7 +15,7 @@ describe("through a service binding to the coordinator Worker", () => {
     await conn.sql`set application_name = 'still-mine'`;
     expect((await conn.sql`show application_name`)[0]).toEqual({ application_name: "still-mine" });
     await conn.release();
-    const [{ pid }] = (await db.sql<{ pid: number }>`select pg_backend_pid() as pid`) as [{ pid: number }];
+    const [{ pid }] = (await db.sql<{ pid: number }>`select pg_backend_pid() as pid`) as unknown as [{ pid: number }];
     expect(pid).toBe(conn.pid);
     expect(await serverPids(sql, tenant)).toEqual([pid]); // reset restored the pool's application_name
     await expect(createPool(testEnv.EDGEPOOL_SERVICE as never, { tenant: "bad name" }).sql`select 1`).rejects.toMatchObject({ code: "BAD_REQUEST" });

@@ -18,7 +18,7 @@ export const CLOSE_REASONS: readonly CloseReason[] = [
 
 /** The transitions `move()` accepts; anything else is a bug and throws `INTERNAL`. */
 export const TRANSITIONS: Readonly<Record<ConnectionState, readonly ConnectionState[]>> = {
-  opening: ["idle", "closed"],
+  opening: ["idle", "closing", "closed"],
   idle: ["validating", "leased", "closing"],
   validating: ["leased", "idle", "closing"],
   leased: ["returning", "idle", "closing"],

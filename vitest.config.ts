@@ -1,0 +1,47 @@
+import { cloudflareTest } from "@cloudflare/vitest-plugin";
+import { defineConfig } from "vitest/config";
+
+// Provided by test/setup/postgres.ts; read with inject("databaseUrl") in Node tests.
+declare module "vitest" {
+  export interface ProvidedContext {
+    databaseUrl: string;
+  }
+}
+
+export default defineConfig({
+  test: {
+    globalSetup: ["./test/setup/postgres.ts"],
+    testTimeout: 30_000,
+    hookTimeout: 30_000,
+    // postgres.js 3.4.x on workerd: after sql.end() the socket polyfill's pending read rejects
+    // ("This socket has been closed") once its listeners are gone. Harmless; ignore only that.
+    onUnhandledError: (error) =>
+      !(error.message?.includes("This socket has been closed") &&
+        error.stack?.includes("postgres/cf/polyfills.js")),
+    projects: [
+      {
+        extends: true,
+        test: {
+          name: "unit",
+          include: ["test/unit/**/*.test.ts"],
+          environment: "node",
+        },
+      },
+      {
+        extends: true,
+        plugins: [
+          cloudflareTest(({ inject }) => ({
+            wrangler: { configPath: "./test/wrangler.test.toml" },
+            miniflare: { bindings: { DATABASE_URL: inject("databaseUrl") } },
+          })),
+        ],
+        test: {
+          name: "workers",
+          include: ["test/integration/**/*.test.ts"],
+          // One file at a time: they share one Postgres and count its connections.
+          fileParallelism: false,
+        },
+      },
+    ],
+  },
+});
