@@ -74,6 +74,7 @@ export class Connection {
       // The coordinator is gone: its sockets, and this lease, went with it.
     } finally {
       (this.#lease as Partial<Disposable>)[Symbol.dispose]?.();
+      (this.#lease as { close?: () => void }).close?.();
     }
   }
 

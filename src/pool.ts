@@ -1,6 +1,7 @@
 import { PoolError } from "./errors.ts";
 import { Connection, unwrap } from "./connection.ts";
 import type { CallOptions, CoordinatorApi, Reply } from "./protocol.ts";
+import { remoteCoordinator } from "./remote.ts";
 import { toResult, type Result } from "./result.ts";
 import { statement } from "./sql.ts";
 
@@ -11,8 +12,9 @@ interface NamespaceLike {
 }
 
 /**
- * Where the pool lives: the `PoolCoordinator` Durable Object namespace, or a
- * service binding to the coordinator Worker's `PoolService` entrypoint.
+ * Where the pool lives: the `PoolCoordinator` Durable Object namespace, a
+ * service binding to the coordinator Worker's `PoolService` entrypoint, or the
+ * coordinator Worker's https URL (remote clients, with a `token`).
  */
 export type PoolTarget = NamespaceLike | CoordinatorApi | string;
 
@@ -22,9 +24,11 @@ export interface ClientOptions {
   tenant?: string;
   /** How long to wait for a free connection, overriding the pool's `acquireTimeoutMs`. */
   acquireTimeoutMs?: number;
+  /** A client token for this tenant (remote URL targets only; from `POST /v1/tenants/:tenant/tokens`). */
+  token?: string;
 }
 
-const CLIENT_KEYS = new Set(["tenant", "acquireTimeoutMs"]);
+const CLIENT_KEYS = new Set(["tenant", "acquireTimeoutMs", "token"]);
 
 /** A tenant pool as edge code sees it. */
 export interface PoolClient {
@@ -43,9 +47,9 @@ export interface PoolClient {
 
 /** Creates a client for one tenant's pool. */
 export function createPool(target: PoolTarget, options: ClientOptions = {}): PoolClient {
-  const { tenant, call } = resolve(target, options);
+  const { tenant, call, coordinator } = resolve(target, options);
   const run = async <Row>(text: string, params: unknown[] = []): Promise<Result<Row>> => {
-    const reply = await rpc(tenant, () => backend(target, tenant).query(tenant, text, params, call));
+    const reply = await rpc(tenant, () => coordinator().query(tenant, text, params, call));
     return toResult(unwrap(reply) as never);
   };
   const client: PoolClient = {
@@ -69,7 +73,7 @@ export function createPool(target: PoolTarget, options: ClientOptions = {}): Poo
     },
     getConnection: (more = {}) => getConnection(target, { ...options, ...more, tenant }),
     async stats() {
-      return unwrap(await rpc(tenant, () => backend(target, tenant).stats(tenant))) as Record<string, unknown>;
+      return unwrap(await rpc(tenant, () => coordinator().stats(tenant))) as Record<string, unknown>;
     },
   };
   return client;
@@ -77,25 +81,32 @@ export function createPool(target: PoolTarget, options: ClientOptions = {}): Poo
 
 /** Leases a connection from a tenant's pool, waiting at most `acquireTimeoutMs`. */
 export async function getConnection(target: PoolTarget, options: ClientOptions = {}): Promise<Connection> {
-  const { tenant, call } = resolve(target, options);
-  const reply = await rpc(tenant, () => backend(target, tenant).acquire(tenant, call));
+  const { tenant, call, coordinator } = resolve(target, options);
+  const reply = await rpc(tenant, () => coordinator().acquire(tenant, call));
   const { id, pid, lease } = unwrap(reply);
   return new Connection(tenant, id, pid, lease);
 }
 
-function resolve(target: PoolTarget, options: ClientOptions): { tenant: string; call: CallOptions } {
+/** Checks client options where they enter and picks the transport for the target. */
+function resolve(target: PoolTarget, options: ClientOptions): { tenant: string; call: CallOptions; coordinator: () => CoordinatorApi } {
   const tenant = options.tenant ?? "default";
   for (const key of Object.keys(options)) {
-    if (!CLIENT_KEYS.has(key)) throw new PoolError("INVALID_OPTION", tenant, `option "${key}" is not a client option (known: tenant, acquireTimeoutMs)`);
+    if (!CLIENT_KEYS.has(key)) throw new PoolError("INVALID_OPTION", tenant, `option "${key}" is not a client option (known: ${[...CLIENT_KEYS].join(", ")})`);
   }
   if (typeof tenant !== "string") throw new PoolError("INVALID_OPTION", String(tenant), `option "tenant" must be a string`);
-  if (typeof target === "string") {
-    throw new PoolError("BAD_REQUEST", tenant, `remote URL targets ("${target}") need the Cap'n Web transport, which this version does not include yet; bind the coordinator instead`);
+  const call = options.acquireTimeoutMs === undefined ? {} : { acquireTimeoutMs: options.acquireTimeoutMs };
+  if (typeof target !== "string") return { tenant, call, coordinator: () => binding(target, tenant) };
+  if (!/^https?:\/\//.test(target) || !URL.canParse(target)) {
+    throw new PoolError("INVALID_OPTION", tenant, `target ${JSON.stringify(target)} must be the coordinator's http(s) URL`);
   }
-  return { tenant, call: options.acquireTimeoutMs === undefined ? {} : { acquireTimeoutMs: options.acquireTimeoutMs } };
+  if (typeof options.token !== "string" || options.token === "") {
+    throw new PoolError("INVALID_OPTION", tenant, `option "token" is required for a remote target (POST /v1/tenants/${tenant}/tokens issues one)`);
+  }
+  const remote = remoteCoordinator(target, tenant, options.token);
+  return { tenant, call, coordinator: () => remote };
 }
 
-function backend(target: PoolTarget, tenant: string): CoordinatorApi {
+function binding(target: Exclude<PoolTarget, string>, tenant: string): CoordinatorApi {
   // A service binding answers every property name (it is an RPC stub), so test for `fetch` first:
   // a Durable Object namespace has none.
   const t = target as Partial<NamespaceLike> & { fetch?: unknown };

@@ -1,3 +1,4 @@
+import { newWebSocketRpcSession, newHttpBatchRpcResponse } from "capnweb";
 import { DurableObject, RpcTarget } from "cloudflare:workers";
 import { PoolError, toShape } from "../src/errors.ts";
 import type { CallOptions, CoordinatorApi, LeaseApi, Reply } from "../src/protocol.ts";
@@ -9,6 +10,17 @@ import type { Lease } from "./pool/connection.ts";
 import { Pool, type PoolStats } from "./pool/pool.ts";
 import { changesSession, checkQuery, execute } from "./query.ts";
 import { checkTenant, configFromEnv, DEFAULT_TENANT, maskPassword, resolveConfig, type TenantConfig } from "./tenant.ts";
+
+/** A tenant's configuration as the admin API shows it: never the password. */
+export interface TenantView {
+  tenant: string;
+  connectionString: string;
+  options: TenantConfig["options"];
+}
+
+function view(tenant: string, config: TenantConfig): TenantView {
+  return { tenant, connectionString: maskPassword(config.connectionString), options: config.options };
+}
 
 interface StoredTenant {
   tenant: string;
@@ -22,6 +34,7 @@ interface StoredTenant {
  */
 export class PoolCoordinator extends DurableObject<Env> implements CoordinatorApi {
   private tenant: string | undefined;
+  private config: TenantConfig | undefined;
   private pool: Pool<PgHandle> | undefined;
 
   constructor(ctx: DurableObjectState, env: Env) {
@@ -32,7 +45,7 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
   }
 
   /** Sets (or replaces) this tenant's database and pool options; the old pool drains gracefully. */
-  async configure(tenant: string, input: { connectionString?: unknown; options?: unknown }): Promise<Reply<{ tenant: string; connectionString: string }>> {
+  async configure(tenant: string, input: { connectionString?: unknown; options?: unknown }): Promise<Reply<TenantView>> {
     return reply(String(tenant), async () => {
       this.checkRoute(checkTenant(tenant));
       const config = resolveConfig(tenant, input ?? {});
@@ -40,16 +53,58 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
       const old = this.pool;
       this.start(tenant, config);
       void old?.drain();
-      return { tenant, connectionString: maskPassword(config.connectionString) };
+      return view(tenant, config);
     });
+  }
+
+  /** This tenant's configuration with the password masked. */
+  async describe(tenant: string): Promise<Reply<TenantView>> {
+    return reply(String(tenant), async () => {
+      this.poolFor(tenant);
+      if (!this.config) throw new PoolError("UNKNOWN_TENANT", tenant, `tenant "${tenant}" was deleted`);
+      return view(tenant, this.config);
+    });
+  }
+
+  /**
+   * Deletes this tenant: its config is forgotten, its pool takes no new leases
+   * (`POOL_CLOSED`), existing leases finish, then its sockets close.
+   */
+  async remove(tenant: string): Promise<Reply<{ tenant: string; leased: number }>> {
+    return reply(String(tenant), async () => {
+      const pool = this.poolFor(tenant);
+      this.ctx.storage.kv.delete("tenant");
+      this.config = undefined;
+      const { leased } = pool.stats();
+      void pool.drain();
+      return { tenant, leased };
+    });
+  }
+
+  /**
+   * The remote (Cap'n Web) endpoint: HTTP batch for one-shot queries, a
+   * WebSocket session for leases. The coordinator Worker has checked the token
+   * and names the tenant in `X-Edgepool-Tenant`.
+   */
+  override async fetch(request: Request): Promise<Response> {
+    const tenant = request.headers.get("X-Edgepool-Tenant") ?? "";
+    const api = new RemoteApi(this, tenant);
+    if (request.method === "POST") return newHttpBatchRpcResponse(request, api);
+    if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {
+      return Response.json({ error: { code: "BAD_REQUEST", message: "BAD_REQUEST: the RPC endpoint takes POST (batch) or a WebSocket upgrade" } }, { status: 400 });
+    }
+    const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
+    server.accept();
+    // Leases made on this session are disposed, and so released, when the socket closes.
+    newWebSocketRpcSession(server as never, api);
+    return new Response(null, { status: 101, webSocket: client, headers: { "Sec-WebSocket-Protocol": "edgepool" } });
   }
 
   /** A one-shot query in transaction mode: any free connection, given back at once. */
   async query(tenant: string, text: string, params?: unknown[], options?: CallOptions): Promise<Reply<QueryResult>> {
     return reply(String(tenant), async () => {
-      const pool = this.poolFor(tenant);
       checkQuery(tenant, text, params);
-      const lease = await pool.acquire({ timeoutMs: callTimeout(tenant, options) });
+      const [pool, lease] = await this.borrow(tenant, options);
       let reset = changesSession(text);
       try {
         return await pool.use(lease, (handle) => execute(handle, text, params));
@@ -65,8 +120,7 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
   /** A lease (session mode): one connection pinned until `release()` or until the caller's stub is disposed. */
   async acquire(tenant: string, options?: CallOptions): Promise<Reply<{ id: number; pid: number; lease: LeaseApi }>> {
     return reply(String(tenant), async () => {
-      const pool = this.poolFor(tenant);
-      const lease = await pool.acquire({ timeoutMs: callTimeout(tenant, options) });
+      const [pool, lease] = await this.borrow(tenant, options);
       return { id: lease.id, pid: lease.connection.handle!.pid, lease: new LeaseTarget(pool, lease) };
     });
   }
@@ -79,6 +133,20 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
   /** The janitor: runs what is due and sets the alarm to the next deadline (via the pool's `schedule`). */
   override async alarm(): Promise<void> {
     this.pool?.sweep();
+  }
+
+  /** Acquires from the tenant's pool; a waiter caught by a config change moves to the new pool instead of failing. */
+  private async borrow(tenant: string, options: CallOptions | undefined): Promise<[Pool<PgHandle>, Lease<PgHandle>]> {
+    const timeoutMs = callTimeout(tenant, options);
+    for (;;) {
+      const pool = this.poolFor(tenant);
+      try {
+        return [pool, await pool.acquire({ timeoutMs })];
+      } catch (error) {
+        const replaced = error instanceof PoolError && error.code === "POOL_CLOSED" && this.pool !== pool && this.config !== undefined;
+        if (!replaced) throw error;
+      }
+    }
   }
 
   private poolFor(tenant: string): Pool<PgHandle> {
@@ -101,6 +169,7 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
 
   private start(tenant: string, config: TenantConfig): Pool<PgHandle> {
     this.tenant = tenant;
+    this.config = config;
     const pool: Pool<PgHandle> = new Pool({
       tenant,
       options: config.options,
@@ -161,5 +230,29 @@ async function reply<T>(tenant: string, fn: () => Promise<T>): Promise<Reply<T>>
     const shape = toShape(error, tenant);
     if (shape.kind === "pool" && shape.code === "INTERNAL") console.error(shape.message);
     return { ok: false, error: shape };
+  }
+}
+
+/** What a remote client sees once its token was checked: the tenant's pool, nothing else. */
+class RemoteApi extends RpcTarget {
+  readonly #coordinator: PoolCoordinator;
+  readonly #tenant: string;
+
+  constructor(coordinator: PoolCoordinator, tenant: string) {
+    super();
+    this.#coordinator = coordinator;
+    this.#tenant = tenant;
+  }
+
+  query(text: string, params?: unknown[], options?: CallOptions) {
+    return this.#coordinator.query(this.#tenant, text, params, options);
+  }
+
+  acquire(options?: CallOptions) {
+    return this.#coordinator.acquire(this.#tenant, options);
+  }
+
+  stats() {
+    return this.#coordinator.stats(this.#tenant);
   }
 }

@@ -1,12 +1,16 @@
 import { WorkerEntrypoint } from "cloudflare:workers";
-import { toShape } from "../src/errors.ts";
+import { PoolError, toShape } from "../src/errors.ts";
 import type { CallOptions, Reply } from "../src/protocol.ts";
+import { admin, checkAdmin, fail } from "./admin.ts";
+import { bearerToken, verifyToken } from "./auth.ts";
 import type { PoolCoordinator } from "./coordinator.ts";
 import type { Env } from "./env.ts";
 import { checkTenant } from "./tenant.ts";
 
 export { PoolCoordinator } from "./coordinator.ts";
 export type { Env } from "./env.ts";
+
+const TENANT_ROUTE = /^\/v1\/tenants\/([^/]+)(?:\/(tokens|rpc))?\/?$/;
 
 /** The coordinator of a tenant: one Durable Object per tenant name. */
 export function coordinatorFor(env: Env, tenant: string): DurableObjectStub<PoolCoordinator> {
@@ -31,15 +35,45 @@ export class PoolService extends WorkerEntrypoint<Env> {
   }
 }
 
+/**
+ * HTTP: the admin API (`/v1/tenants/:tenant`, `/v1/tenants/:tenant/tokens`)
+ * behind `EDGEPOOL_ADMIN_TOKEN`, and the remote clients' Cap'n Web endpoint
+ * (`/v1/tenants/:tenant/rpc`) behind a client token scoped to that tenant.
+ */
 export default {
-  async fetch(request: Request): Promise<Response> {
+  async fetch(request: Request, env: Env): Promise<Response> {
     const { pathname } = new URL(request.url);
-    if (pathname === "/" || pathname === "/healthz") {
-      return Response.json({ service: "edgepool", ok: true });
+    if (pathname === "/" || pathname === "/healthz") return Response.json({ service: "edgepool", ok: true });
+    const match = TENANT_ROUTE.exec(pathname);
+    if (!match) return fail(new PoolError("BAD_REQUEST", "", `no route ${request.method} ${pathname}`), "");
+    let tenant = match[1]!;
+    try {
+      tenant = checkTenant(decodeURIComponent(tenant));
+      const coordinator = coordinatorFor(env, tenant);
+      if (match[2] === "rpc") {
+        await verifyToken(tokenSecret(env, tenant), bearerToken(request), tenant, Math.floor(Date.now() / 1000));
+        const headers = new Headers(request.headers);
+        headers.delete("Authorization");
+        headers.set("Sec-WebSocket-Protocol", "edgepool");
+        headers.set("X-Edgepool-Tenant", tenant);
+        return coordinator.fetch(new Request(request, { headers }));
+      }
+      await checkAdmin(request, env.EDGEPOOL_ADMIN_TOKEN);
+      return await admin(request, tenant, match[2], coordinator, tokenSecret(env, tenant));
+    } catch (error) {
+      return fail(error, tenant);
     }
-    return Response.json({ error: { code: "BAD_REQUEST", message: `BAD_REQUEST: no route ${request.method} ${pathname}` } }, { status: 404 });
   },
 } satisfies ExportedHandler<Env>;
+
+/** The key client tokens are signed with: `EDGEPOOL_TOKEN_SECRET`, else the admin token. */
+function tokenSecret(env: Env, tenant: string): string {
+  const secret = env.EDGEPOOL_TOKEN_SECRET ?? env.EDGEPOOL_ADMIN_TOKEN;
+  if (typeof secret !== "string" || secret === "") {
+    throw new PoolError("UNAUTHORIZED", tenant, "remote access is off: set the EDGEPOOL_ADMIN_TOKEN secret");
+  }
+  return secret;
+}
 
 /** Calls the tenant's coordinator; a bad tenant name comes back as a `BAD_REQUEST` reply. */
 async function route(env: Env, tenant: string, call: (c: DurableObjectStub<PoolCoordinator>) => Promise<unknown>): Promise<unknown> {
