@@ -8,6 +8,9 @@ declare module "vitest" {
   }
 }
 
+/** The admin token the integration tests' coordinator runs with (test/integration/helpers.ts has the same). */
+const ADMIN_TOKEN = "test-admin-token-0123456789";
+
 export default defineConfig({
   test: {
     globalSetup: ["./test/setup/postgres.ts"],
@@ -32,7 +35,7 @@ export default defineConfig({
         plugins: [
           cloudflareTest(({ inject }) => ({
             wrangler: { configPath: "./test/wrangler.test.toml" },
-            miniflare: { bindings: { DATABASE_URL: inject("databaseUrl") } },
+            miniflare: { bindings: { DATABASE_URL: inject("databaseUrl"), EDGEPOOL_ADMIN_TOKEN: ADMIN_TOKEN } },
           })),
         ],
         test: {

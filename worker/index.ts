@@ -45,7 +45,9 @@ export default {
     const { pathname } = new URL(request.url);
     if (pathname === "/" || pathname === "/healthz") return Response.json({ service: "edgepool", ok: true });
     const match = TENANT_ROUTE.exec(pathname);
-    if (!match) return fail(new PoolError("BAD_REQUEST", "", `no route ${request.method} ${pathname}`), "");
+    if (!match) {
+      return Response.json({ error: toShape(new PoolError("BAD_REQUEST", "", `no route ${request.method} ${pathname}`), "") }, { status: 404 });
+    }
     let tenant = match[1]!;
     try {
       tenant = checkTenant(decodeURIComponent(tenant));

@@ -49,3 +49,25 @@ export async function until<T>(read: () => Promise<T>, check: (value: T) => bool
 export function sleep(ms: number): Promise<void> {
   return new Promise((resolve) => setTimeout(resolve, ms));
 }
+
+/** Same value as in vitest.config.ts. */
+export const ADMIN_TOKEN = "test-admin-token-0123456789";
+
+/** A call to the coordinator Worker's HTTP API through the test Worker. */
+export async function http(method: string, path: string, options: { token?: string; body?: unknown } = {}) {
+  const { SELF } = await import("cloudflare:test");
+  const headers: Record<string, string> = {};
+  if (options.token !== undefined) headers.Authorization = `Bearer ${options.token}`;
+  const response = await SELF.fetch(`http://edge${path}`, {
+    method,
+    headers,
+    body: options.body === undefined ? undefined : typeof options.body === "string" ? options.body : JSON.stringify(options.body),
+  });
+  const text = await response.text();
+  return { status: response.status, text, json: text ? (JSON.parse(text) as Record<string, any>) : {} };
+}
+
+/** Configures a tenant through the admin API. */
+export async function putTenant(tenant: string, body: Record<string, unknown>) {
+  return http("PUT", `/v1/tenants/${tenant}`, { token: ADMIN_TOKEN, body });
+}
