@@ -11,6 +11,10 @@ declare module "vitest" {
 /** The admin token the integration tests' coordinator runs with (test/integration/helpers.ts has the same). */
 const ADMIN_TOKEN = "test-admin-token-0123456789";
 
+// wrangler (dev and the vitest plugin) must not reach for the network.
+process.env.WRANGLER_SEND_METRICS ??= "false";
+process.env.CLOUDFLARE_CF_FETCH_ENABLED ??= "false";
+
 export default defineConfig({
   test: {
     globalSetup: ["./test/setup/postgres.ts"],
@@ -28,6 +32,18 @@ export default defineConfig({
           name: "unit",
           include: ["test/unit/**/*.test.ts"],
           environment: "node",
+        },
+      },
+      {
+        extends: true,
+        test: {
+          name: "remote",
+          // Remote clients (Node in-process, Node 22 and Deno processes) against `wrangler dev`.
+          include: ["test/remote/**/*.test.ts"],
+          environment: "node",
+          fileParallelism: false,
+          testTimeout: 60_000,
+          hookTimeout: 60_000,
         },
       },
       {
