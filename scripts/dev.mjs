@@ -1,3 +1,4 @@
+import { randomBytes } from "node:crypto";
 // `npm run dev`: Postgres (embedded, or DATABASE_URL) + `wrangler dev` running the example Worker
 // (served on the port) with the coordinator Worker from ./wrangler.toml beside it.
 import { spawn } from "node:child_process";
@@ -58,7 +59,8 @@ try {
     persistDir = mkdtempSync(join(tmpdir(), "edgepool-dev-state-"));
     console.log(`dev: embedded Postgres at ${databaseUrl.replace(/:[^:@/]+@/, ":***@")}`);
   }
-  const vars = { DATABASE_URL: databaseUrl };
+  // A throwaway admin token for the admin API and client tokens, unless one is given.
+  const vars = { DATABASE_URL: databaseUrl, EDGEPOOL_ADMIN_TOKEN: `dev-${randomBytes(12).toString("hex")}` };
   for (const [k, v] of Object.entries(process.env)) if (k.startsWith("EDGEPOOL_") && v !== undefined) vars[k] = v;
   writeFileSync(devVars, MARKER + Object.entries(vars).map(([k, v]) => `${k}=${JSON.stringify(v)}\n`).join(""), { mode: 0o600 });
 
@@ -92,7 +94,11 @@ try {
   const url = `http://${host}:${port}/`;
   const status = await firstAnswer(url, 120_000);
   if (!exiting) {
-    console.log(`\nedgepool example ready: ${url}${status >= 400 ? `  (GET / answered ${status})` : ""}\n`);
+    console.log(`\nedgepool example ready: ${url}${status >= 400 ? `  (GET / answered ${status})` : ""}`);
+    console.log(`  try ${url}visit (a lease and a transaction), ${url}stats, ${url}service`);
+    console.log(`  admin API (proxied by the example): ${url}v1/tenants/default`);
+    console.log(`  admin token for this session: ${vars.EDGEPOOL_ADMIN_TOKEN}`);
+    console.log(`  curl -H "Authorization: Bearer ${vars.EDGEPOOL_ADMIN_TOKEN}" ${url}v1/tenants/default\n`);
   }
 } catch (error) {
   console.error("dev:", error);

@@ -16,7 +16,12 @@ interface NamespaceLike {
  * service binding to the coordinator Worker's `PoolService` entrypoint, or the
  * coordinator Worker's https URL (remote clients, with a `token`).
  */
-export type PoolTarget = NamespaceLike | CoordinatorApi | string;
+export type PoolTarget = NamespaceLike | CoordinatorApi | ServiceLike | string;
+
+/** A service binding to the coordinator Worker's `PoolService` (it also answers `fetch`). */
+interface ServiceLike {
+  fetch(input: Request | string, init?: RequestInit): Promise<Response>;
+}
 
 /** Client options. */
 export interface ClientOptions {

@@ -22,6 +22,11 @@ export function coordinatorFor(env: Env, tenant: string): DurableObjectStub<Pool
  * (`entrypoint = "PoolService"`): routes each call to the tenant's coordinator.
  */
 export class PoolService extends WorkerEntrypoint<Env> {
+  /** The HTTP API (admin routes, remote RPC), for Workers that forward to the coordinator. */
+  fetch(request: Request) {
+    return handler.fetch(request, this.env);
+  }
+
   query(tenant: string, text: string, params?: unknown[], options?: CallOptions) {
     return route(this.env, tenant, (c) => c.query(tenant, text, params, options));
   }
@@ -40,7 +45,7 @@ export class PoolService extends WorkerEntrypoint<Env> {
  * behind `EDGEPOOL_ADMIN_TOKEN`, and the remote clients' Cap'n Web endpoint
  * (`/v1/tenants/:tenant/rpc`) behind a client token scoped to that tenant.
  */
-export default {
+const handler = {
   async fetch(request: Request, env: Env): Promise<Response> {
     const { pathname } = new URL(request.url);
     if (pathname === "/" || pathname === "/healthz") return Response.json({ service: "edgepool", ok: true });
@@ -67,6 +72,8 @@ export default {
     }
   },
 } satisfies ExportedHandler<Env>;
+
+export default handler;
 
 /** The key client tokens are signed with: `EDGEPOOL_TOKEN_SECRET`, else the admin token. */
 function tokenSecret(env: Env, tenant: string): string {

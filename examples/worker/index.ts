@@ -5,12 +5,14 @@ interface Env {
   /** The coordinator's Durable Object namespace (bound from the "edgepool" Worker). */
   EDGEPOOL: PoolTarget;
   /** The same coordinator through a service binding to its PoolService entrypoint. */
-  EDGEPOOL_SERVICE: PoolTarget;
+  EDGEPOOL_SERVICE: Fetcher;
 }
 
 export default {
   async fetch(request: Request, env: Env): Promise<Response> {
     const url = new URL(request.url);
+    // The coordinator's HTTP API (admin routes, remote clients), forwarded through the service binding.
+    if (url.pathname.startsWith("/v1/")) return env.EDGEPOOL_SERVICE.fetch(request);
     const db = createPool(env.EDGEPOOL, { tenant: "default" });
     try {
       if (url.pathname === "/") {
