@@ -1,5 +1,5 @@
 import { fromShape, PoolError } from "./errors.ts";
-import type { LeaseApi, Reply } from "./protocol.ts";
+import type { CallOptions, LeaseApi, Reply } from "./protocol.ts";
 import { toResult, type Result } from "./result.ts";
 import { statement } from "./sql.ts";
 
@@ -20,13 +20,15 @@ export class Connection {
   readonly pid: number;
   readonly tenant: string;
   readonly #lease: LeaseApi;
+  readonly #call: CallOptions | undefined;
   #released = false;
 
-  constructor(tenant: string, id: number, pid: number, lease: LeaseApi) {
+  constructor(tenant: string, id: number, pid: number, lease: LeaseApi, call?: CallOptions) {
     this.tenant = tenant;
     this.id = id;
     this.pid = pid;
     this.#lease = lease;
+    this.#call = call;
   }
 
   /** Tagged-template query; interpolated values are always bound parameters. */
@@ -44,7 +46,7 @@ export class Connection {
     if (this.#released) throw new PoolError("LEASE_RELEASED", this.tenant, `tenant "${this.tenant}" lease ${this.id} was already released`);
     let reply: Reply<unknown>;
     try {
-      reply = await this.#lease.query(text, params);
+      reply = await this.#lease.query(text, params, this.#call);
     } catch (error) {
       throw lost(this.tenant, this.id, error);
     }

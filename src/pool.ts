@@ -29,11 +29,13 @@ export interface ClientOptions {
   tenant?: string;
   /** How long to wait for a free connection, overriding the pool's `acquireTimeoutMs`. */
   acquireTimeoutMs?: number;
+  /** Cancels a query on the server after this long (`QUERY_TIMEOUT`), overriding the pool's `queryTimeoutMs`. */
+  queryTimeoutMs?: number;
   /** A client token for this tenant (remote URL targets only; from `POST /v1/tenants/:tenant/tokens`). */
   token?: string;
 }
 
-const CLIENT_KEYS = new Set(["tenant", "acquireTimeoutMs", "token"]);
+const CLIENT_KEYS = new Set(["tenant", "acquireTimeoutMs", "queryTimeoutMs", "token"]);
 
 /** A tenant pool as edge code sees it. */
 export interface PoolClient {
@@ -89,7 +91,7 @@ export async function getConnection(target: PoolTarget, options: ClientOptions =
   const { tenant, call, coordinator } = resolve(target, options);
   const reply = await rpc(tenant, () => coordinator().acquire(tenant, call));
   const { id, pid, lease } = unwrap(reply);
-  return new Connection(tenant, id, pid, lease);
+  return new Connection(tenant, id, pid, lease, call.queryTimeoutMs === undefined ? undefined : { queryTimeoutMs: call.queryTimeoutMs });
 }
 
 /** Checks client options where they enter and picks the transport for the target. */
@@ -99,7 +101,9 @@ function resolve(target: PoolTarget, options: ClientOptions): { tenant: string; 
     if (!CLIENT_KEYS.has(key)) throw new PoolError("INVALID_OPTION", tenant, `option "${key}" is not a client option (known: ${[...CLIENT_KEYS].join(", ")})`);
   }
   if (typeof tenant !== "string") throw new PoolError("INVALID_OPTION", String(tenant), `option "tenant" must be a string`);
-  const call = options.acquireTimeoutMs === undefined ? {} : { acquireTimeoutMs: options.acquireTimeoutMs };
+  const call: CallOptions = {};
+  if (options.acquireTimeoutMs !== undefined) call.acquireTimeoutMs = options.acquireTimeoutMs;
+  if (options.queryTimeoutMs !== undefined) call.queryTimeoutMs = options.queryTimeoutMs;
   if (typeof target !== "string") return { tenant, call, coordinator: () => binding(target, tenant) };
   if (!/^https?:\/\//.test(target) || !URL.canParse(target)) {
     throw new PoolError("INVALID_OPTION", tenant, `target ${JSON.stringify(target)} must be the coordinator's http(s) URL`);

@@ -8,11 +8,13 @@ export type Reply<T> = { ok: true; value: T } | { ok: false; error: ErrorShape }
 export interface CallOptions {
   /** Overrides the pool's `acquireTimeoutMs` for this call. */
   acquireTimeoutMs?: number;
+  /** Overrides the pool's `queryTimeoutMs` for this call. */
+  queryTimeoutMs?: number;
 }
 
 /** A lease as the coordinator serves it (an RPC target on the coordinator's side). */
 export interface LeaseApi {
-  query(text: string, params?: unknown[]): Promise<Reply<QueryResult>>;
+  query(text: string, params?: unknown[], options?: CallOptions): Promise<Reply<QueryResult>>;
   release(): Promise<Reply<null>>;
 }
 

@@ -59,7 +59,7 @@ export function remoteCoordinator(baseUrl: string, tenant: string, token: string
       }
       const lease = reply.value.lease;
       const remote: RemoteLease = {
-        query: (text, params) => lease.query(text, params),
+        query: (text, params, call) => lease.query(text, params, call),
         release: () => lease.release(),
         close,
       };

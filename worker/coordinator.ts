@@ -8,7 +8,7 @@ import type { Env } from "./env.ts";
 import { systemClock } from "./pool/clock.ts";
 import type { Lease } from "./pool/connection.ts";
 import { Pool, type PoolStats } from "./pool/pool.ts";
-import { changesSession, checkQuery, execute } from "./query.ts";
+import { changesSession, checkQuery, execute, type QueryLimits } from "./query.ts";
 import { checkTenant, configFromEnv, DEFAULT_TENANT, maskPassword, resolveConfig, type TenantConfig } from "./tenant.ts";
 
 /** A tenant's configuration as the admin API shows it: never the password. */
@@ -105,9 +105,10 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
     return reply(String(tenant), async () => {
       checkQuery(tenant, text, params);
       const [pool, lease] = await this.borrow(tenant, options);
+      const limits = queryLimits(pool, options);
       let reset = changesSession(text);
       try {
-        return await pool.use(lease, (handle) => execute(handle, text, params));
+        return await pool.use(lease, (handle) => execute(handle, text, params, limits));
       } catch (error) {
         reset = true;
         throw error;
@@ -195,11 +196,12 @@ class LeaseTarget extends RpcTarget implements LeaseApi {
     this.#lease = lease;
   }
 
-  async query(text: string, params?: unknown[]): Promise<Reply<QueryResult>> {
+  async query(text: string, params?: unknown[], options?: CallOptions): Promise<Reply<QueryResult>> {
     const pool = this.#pool;
     return reply(pool.tenant, async () => {
       checkQuery(pool.tenant, text, params);
-      return pool.use(this.#lease, (handle) => execute(handle, text, params));
+      const limits = queryLimits(pool, options);
+      return pool.use(this.#lease, (handle) => execute(handle, text, params, limits));
     });
   }
 
@@ -214,13 +216,23 @@ class LeaseTarget extends RpcTarget implements LeaseApi {
   }
 }
 
-function callTimeout(tenant: string, options: CallOptions | undefined): number | undefined {
-  const timeout = options?.acquireTimeoutMs;
-  if (timeout === undefined) return undefined;
-  if (typeof timeout !== "number" || !Number.isSafeInteger(timeout) || timeout < 0) {
-    throw new PoolError("INVALID_OPTION", tenant, `option "acquireTimeoutMs" = ${JSON.stringify(timeout)} must be an integer >= 0`);
+/** A per-call time option, checked where it enters. */
+function callOption(tenant: string, options: CallOptions | undefined, key: keyof CallOptions): number | undefined {
+  const value = options?.[key];
+  if (value === undefined) return undefined;
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
+    throw new PoolError("INVALID_OPTION", tenant, `option "${key}" = ${JSON.stringify(value)} must be an integer >= 0`);
   }
-  return timeout;
+  return value;
+}
+
+function callTimeout(tenant: string, options: CallOptions | undefined): number | undefined {
+  return callOption(tenant, options, "acquireTimeoutMs");
+}
+
+function queryLimits(pool: Pool<PgHandle>, options: CallOptions | undefined): QueryLimits {
+  const { tenant, options: o } = pool;
+  return { tenant, queryTimeoutMs: callOption(tenant, options, "queryTimeoutMs") ?? o.queryTimeoutMs, maxResultBytes: o.maxResultBytes };
 }
 
 async function reply<T>(tenant: string, fn: () => Promise<T>): Promise<Reply<T>> {

@@ -18,6 +18,8 @@ export interface PoolOptions {
   maxConcurrentConnects: number;
   resetQuery: string;
   validateAfterIdleMs: number;
+  queryTimeoutMs: number;
+  maxResultBytes: number;
 }
 
 /** Defaults of design §3. `maxIdle` defaults to `maxConnections` and is filled in by `resolveOptions`. */
@@ -37,10 +39,15 @@ export const DEFAULTS: Readonly<Omit<PoolOptions, "maxIdle">> = {
   maxConcurrentConnects: 4,
   resetQuery: "DISCARD ALL",
   validateAfterIdleMs: 30_000,
+  queryTimeoutMs: 0,
+  maxResultBytes: 16 * 1024 * 1024,
 };
 
 /** An outbound socket keeps a Durable Object alive for at most 15 minutes (design §6). */
 export const MAX_LIFETIME_CAP_MS = 15 * 60_000;
+
+/** RPC payloads are capped at 32 MiB (design §6); results must stay well below. */
+export const MAX_RESULT_BYTES_CAP = 30 * 1024 * 1024;
 
 /** Smallest value each numeric option accepts; `0` has the meaning design §3 gives it. */
 const MINIMUM: Record<Exclude<keyof PoolOptions, "resetQuery">, number> = {
@@ -59,6 +66,8 @@ const MINIMUM: Record<Exclude<keyof PoolOptions, "resetQuery">, number> = {
   connectTimeoutMs: 1,
   maxConcurrentConnects: 1,
   validateAfterIdleMs: 0,
+  queryTimeoutMs: 0,
+  maxResultBytes: 1,
 };
 
 const KEYS = new Set<string>([...Object.keys(MINIMUM), "resetQuery"]);
@@ -93,6 +102,9 @@ export function resolveOptions(tenant: string, input: Record<string, unknown> = 
   }
   if (options.maxLifetimeMs > MAX_LIFETIME_CAP_MS) {
     throw invalid(tenant, "maxLifetimeMs", options.maxLifetimeMs, `must be at most ${MAX_LIFETIME_CAP_MS} (an open socket keeps a Durable Object for 15 minutes at most)`);
+  }
+  if (options.maxResultBytes > MAX_RESULT_BYTES_CAP) {
+    throw invalid(tenant, "maxResultBytes", options.maxResultBytes, `must be at most ${MAX_RESULT_BYTES_CAP} (RPC carries 32 MiB at most)`);
   }
   return options;
 }
