@@ -36,7 +36,7 @@ export function pgDriver(config: PgDriverConfig): Driver<PgHandle> {
   const target = `${url.hostname}:${url.port || "5432"}`;
   return {
     target,
-    async open() {
+    async open(signal) {
       let handle: PgHandle | undefined;
       let opened = false;
       const sql = postgres(config.connectionString, {
@@ -55,6 +55,8 @@ export function pgDriver(config: PgDriverConfig): Driver<PgHandle> {
           idle_in_transaction_session_timeout: options.leaseTimeoutMs * 2,
         },
       });
+      // The pool gave up on this attempt: drop the socket now rather than at the driver's own timeout.
+      signal.addEventListener("abort", () => void sql.end({ timeout: 0 }).catch(() => {}), { once: true });
       try {
         const [row] = await sql<{ pid: number }[]>`select pg_backend_pid() as pid`;
         handle = { sql, pid: row!.pid };

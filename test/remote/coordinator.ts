@@ -30,9 +30,9 @@ export async function startCoordinator(databaseUrl: string) {
     return json;
   }
 
-  /** Creates a tenant on the test database and returns a client token for it. */
-  async function tenant(name: string, options: Record<string, unknown> = {}): Promise<string> {
-    await admin("PUT", `/v1/tenants/${name}`, { connectionString: databaseUrl, ...options });
+  /** Creates a tenant (on the test database unless told otherwise) and returns a client token for it. */
+  async function tenant(name: string, options: Record<string, unknown> = {}, connectionString = databaseUrl): Promise<string> {
+    await admin("PUT", `/v1/tenants/${name}`, { connectionString, ...options });
     return (await admin("POST", `/v1/tenants/${name}/tokens`, { ttlSeconds: 600 })).token as string;
   }
 

@@ -10,6 +10,8 @@ import { join } from "node:path";
 export interface EmbeddedPostgresHandle {
   url: string;
   stop(): Promise<void>;
+  /** Fast shutdown (connections cut, transactions aborted), `downMs` of nothing, then the same server again. */
+  restart(downMs: number): Promise<void>;
 }
 
 export function freePort(host = "127.0.0.1"): Promise<number> {
@@ -111,5 +113,17 @@ async function startOnce(maxConnections: number): Promise<EmbeddedPostgresHandle
   return {
     url: `postgres://postgres:${password}@127.0.0.1:${port}/postgres`,
     stop: () => (stopped ??= stopPg().finally(() => (running.delete(entry), cleanup()))),
+    async restart(downMs) {
+      const c = child();
+      if (c && !exited()) {
+        const gone = new Promise((resolve) => c.once("exit", resolve));
+        c.kill("SIGINT");
+        await gone;
+      }
+      // Forget the old process without letting stop() delete the data directory.
+      (pg as unknown as { process?: ChildProcess }).process = undefined;
+      await new Promise((resolve) => setTimeout(resolve, downMs));
+      await pg.start();
+    },
   };
 }

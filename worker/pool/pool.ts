@@ -7,7 +7,8 @@ import type { PoolOptions } from "./options.ts";
 
 /** Opens, checks, resets and closes physical connections; injected so tests can fake it. */
 export interface Driver<H> {
-  open(): Promise<H>;
+  /** Opens a connection; `signal` aborts when the pool gave up on it (`connectTimeoutMs`), so the socket can go at once. */
+  open(signal: AbortSignal): Promise<H>;
   /** Resolves if the connection answers (`select 1`), rejects if it is dead. */
   validate(handle: H): Promise<void>;
   /** Rolls back an open transaction and runs `resetQuery`. */
@@ -460,13 +461,15 @@ export class Pool<H> {
     };
     this.sets.opening.add(c);
     let done = false;
+    const abort = new AbortController();
     const timer = this.clock.setTimer(() => {
       if (done) return;
       done = true;
+      abort.abort();
       this.connectFailed(c, `timed out after ${this.options.connectTimeoutMs}ms (connectTimeoutMs)`);
     }, this.options.connectTimeoutMs);
     Promise.resolve()
-      .then(() => this.driver.open())
+      .then(() => this.driver.open(abort.signal))
       .then(
         (handle) => {
           if (done) return void this.driver.close(handle).catch(() => {});

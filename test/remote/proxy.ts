@@ -1,0 +1,65 @@
+// A TCP proxy in front of Postgres whose behaviour a test switches: forward, refuse
+// (nothing listens), or black hole (accepts, never answers). It counts connection
+// attempts and the most that were open at once.
+import { createServer, connect, type Server, type Socket } from "node:net";
+
+export type ProxyMode = "forward" | "blackhole" | "refuse";
+
+export async function startProxy(target: { host: string; port: number }, port = 0) {
+  let mode: ProxyMode = "forward";
+  let server: Server | undefined;
+  const sockets = new Set<Socket>();
+  const stats = { attempts: 0, open: 0, maxOpen: 0, attemptTimes: [] as number[] };
+
+  const listen = (p: number) =>
+    new Promise<number>((resolve, reject) => {
+      server = createServer((socket) => {
+        stats.attempts++;
+        stats.attemptTimes.push(Date.now());
+        stats.open++;
+        stats.maxOpen = Math.max(stats.maxOpen, stats.open);
+        sockets.add(socket);
+        socket.on("close", () => {
+          stats.open--;
+          sockets.delete(socket);
+        });
+        socket.on("error", () => {});
+        if (mode === "blackhole") return;
+        const upstream = connect(target.port, target.host);
+        upstream.on("error", () => socket.destroy());
+        socket.on("close", () => upstream.destroy());
+        upstream.on("close", () => socket.destroy());
+        socket.pipe(upstream).pipe(socket);
+      });
+      server.once("error", reject);
+      server.listen(p, "127.0.0.1", () => resolve((server!.address() as { port: number }).port));
+    });
+
+  const boundPort = await listen(port);
+  const close = () =>
+    new Promise<void>((resolve) => {
+      for (const s of sockets) s.destroy();
+      if (!server) return resolve();
+      server.close(() => resolve());
+      server = undefined;
+    });
+
+  return {
+    port: boundPort,
+    stats,
+    /** Switches behaviour; `refuse` closes the listener, the others (re)open it on the same port. */
+    async set(next: ProxyMode) {
+      mode = next;
+      if (next === "refuse") await close();
+      else if (!server) await listen(boundPort);
+    },
+    /** Cuts every open connection (as a network failure would). */
+    cut() {
+      for (const s of sockets) s.destroy();
+    },
+    reset() {
+      Object.assign(stats, { attempts: 0, maxOpen: stats.open, attemptTimes: [] });
+    },
+    close,
+  };
+}
