@@ -51,7 +51,13 @@ export default defineConfig({
         plugins: [
           cloudflareTest(({ inject }) => ({
             wrangler: { configPath: "./test/wrangler.test.toml" },
-            miniflare: { bindings: { DATABASE_URL: inject("databaseUrl"), EDGEPOOL_ADMIN_TOKEN: ADMIN_TOKEN } },
+            miniflare: {
+              bindings: {
+                DATABASE_URL: inject("databaseUrl"),
+                EDGEPOOL_ADMIN_TOKEN: ADMIN_TOKEN,
+                LOAD_SECONDS: process.env.LOAD_SECONDS ?? "30",
+              },
+            },
           })),
         ],
         test: {
