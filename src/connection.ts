@@ -21,14 +21,17 @@ export class Connection {
   readonly tenant: string;
   readonly #lease: LeaseApi;
   readonly #call: CallOptions | undefined;
+  readonly #close: (() => void) | undefined;
   #released = false;
 
-  constructor(tenant: string, id: number, pid: number, lease: LeaseApi, call?: CallOptions) {
+  /** `close` ends the lease's transport (a remote lease's WebSocket) after release. */
+  constructor(tenant: string, id: number, pid: number, lease: LeaseApi, call?: CallOptions, close?: () => void) {
     this.tenant = tenant;
     this.id = id;
     this.pid = pid;
     this.#lease = lease;
     this.#call = call;
+    this.#close = close;
   }
 
   /** Tagged-template query; interpolated values are always bound parameters. */
@@ -75,8 +78,9 @@ export class Connection {
     } catch {
       // The coordinator is gone: its sockets, and this lease, went with it.
     } finally {
+      // An RPC stub answers any property name, so only the disposer is looked up on it.
       (this.#lease as Partial<Disposable>)[Symbol.dispose]?.();
-      (this.#lease as { close?: () => void }).close?.();
+      this.#close?.();
     }
   }
 

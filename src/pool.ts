@@ -90,8 +90,8 @@ export function createPool(target: PoolTarget, options: ClientOptions = {}): Poo
 export async function getConnection(target: PoolTarget, options: ClientOptions = {}): Promise<Connection> {
   const { tenant, call, coordinator } = resolve(target, options);
   const reply = await rpc(tenant, () => coordinator().acquire(tenant, call));
-  const { id, pid, lease } = unwrap(reply);
-  return new Connection(tenant, id, pid, lease, call.queryTimeoutMs === undefined ? undefined : { queryTimeoutMs: call.queryTimeoutMs });
+  const { id, pid, lease, close } = unwrap(reply);
+  return new Connection(tenant, id, pid, lease, call.queryTimeoutMs === undefined ? undefined : { queryTimeoutMs: call.queryTimeoutMs }, close);
 }
 
 /** Checks client options where they enter and picks the transport for the target. */

@@ -18,9 +18,17 @@ export interface LeaseApi {
   release(): Promise<Reply<null>>;
 }
 
+/** A granted lease: its number, the server backend's pid, the lease itself, and (remote only) how to end its transport. */
+export interface Acquired {
+  id: number;
+  pid: number;
+  lease: LeaseApi;
+  close?: () => void;
+}
+
 /** What a coordinator (Durable Object or the coordinator Worker's entrypoint) answers over RPC. */
 export interface CoordinatorApi {
   query(tenant: string, text: string, params?: unknown[], options?: CallOptions): Promise<Reply<QueryResult>>;
-  acquire(tenant: string, options?: CallOptions): Promise<Reply<{ id: number; pid: number; lease: LeaseApi }>>;
+  acquire(tenant: string, options?: CallOptions): Promise<Reply<Acquired>>;
   stats(tenant: string): Promise<Reply<unknown>>;
 }

@@ -1,19 +1,13 @@
 import { newHttpBatchRpcSession, newWebSocketRpcSession } from "capnweb";
 import { PoolError } from "./errors.ts";
-import type { CallOptions, CoordinatorApi, LeaseApi, Reply } from "./protocol.ts";
+import type { Acquired, CallOptions, CoordinatorApi, Reply } from "./protocol.ts";
 import type { QueryResult } from "./result.ts";
 
 /** The tenant API a coordinator serves to remote clients once their token was checked. */
 interface RemoteApi {
   query(text: string, params?: unknown[], options?: CallOptions): Promise<Reply<QueryResult>>;
-  acquire(options?: CallOptions): Promise<Reply<{ id: number; pid: number; lease: LeaseApi }>>;
+  acquire(options?: CallOptions): Promise<Reply<Acquired>>;
   stats(): Promise<Reply<unknown>>;
-}
-
-/** A lease served over its own WebSocket: closing the socket gives the lease back. */
-export interface RemoteLease extends LeaseApi {
-  /** Ends the session (and so, on the coordinator, every lease it holds). */
-  close(): void;
 }
 
 /**
@@ -44,7 +38,7 @@ export function remoteCoordinator(baseUrl: string, tenant: string, token: string
         api[Symbol.dispose]?.();
         socket.close();
       };
-      let reply: Reply<{ id: number; pid: number; lease: LeaseApi }>;
+      let reply: Reply<Acquired>;
       try {
         reply = await api.acquire(options);
       } catch (error) {
@@ -57,13 +51,8 @@ export function remoteCoordinator(baseUrl: string, tenant: string, token: string
         close();
         return reply;
       }
-      const lease = reply.value.lease;
-      const remote: RemoteLease = {
-        query: (text, params, call) => lease.query(text, params, call),
-        release: () => lease.release(),
-        close,
-      };
-      return { ok: true, value: { ...reply.value, lease: remote } };
+      // Closing the socket ends the session, and with it, on the coordinator, the lease.
+      return { ok: true, value: { ...reply.value, close } };
     },
   };
 }
