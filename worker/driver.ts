@@ -79,8 +79,10 @@ export function pgDriver(config: PgDriverConfig): Driver<PgHandle> {
       await handle.sql.end({ timeout: 0 });
     },
     isFatal(error) {
-      const code = (error as { code?: unknown })?.code;
-      return typeof code === "string" && (FATAL_CODES.has(code) || code.startsWith("08"));
+      const { code, name } = (error ?? {}) as { code?: unknown; name?: unknown };
+      if (typeof code === "string") return FATAL_CODES.has(code) || code.startsWith("08");
+      // No code at all: not the server answering but the socket failing under the driver.
+      return name !== "PostgresError";
     },
   };
 }
