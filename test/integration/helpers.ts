@@ -1,5 +1,6 @@
 import { env } from "cloudflare:workers";
 import postgres from "postgres";
+import type { PoolClient } from "../../src/index.ts";
 import { applicationName } from "../../worker/driver.ts";
 import type { Env } from "../../worker/index.ts";
 
@@ -33,6 +34,12 @@ export async function serverPids(sql: postgres.Sql, tenant: string): Promise<num
 /** How many connections the server shows for a tenant's pool. */
 export async function serverCount(sql: postgres.Sql, tenant: string): Promise<number> {
   return (await serverPids(sql, tenant)).length;
+}
+
+/** The backend pid a one-shot query of this pool runs on. */
+export async function pidOf(db: PoolClient): Promise<number> {
+  const [row] = await db.sql<{ pid: number }>`select pg_backend_pid() as pid`;
+  return row!.pid;
 }
 
 /** Polls until `check` returns true or the time is up; returns the last value checked. */

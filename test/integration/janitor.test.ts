@@ -1,15 +1,11 @@
 import { runDurableObjectAlarm } from "cloudflare:test";
 import { afterAll, describe, expect, it } from "vitest";
 import { createPool, getConnection } from "../../src/index.ts";
-import { configure, observer, serverCount, serverPids, sleep, tenantName, testEnv, until } from "./helpers.ts";
+import { configure, observer, pidOf, serverCount, serverPids, sleep, tenantName, testEnv, until } from "./helpers.ts";
 
 const sql = observer();
 afterAll(() => sql.end());
 
-async function pidOf(db: ReturnType<typeof createPool>): Promise<number> {
-  const [row] = await db.sql<{ pid: number }>`select pg_backend_pid() as pid`;
-  return row!.pid;
-}
 
 describe("the janitor (alarm)", () => {
   it("idle reaping through the alarm lowers the server's connection count", async () => {

@@ -1,11 +1,10 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { createPool, DatabaseError, getConnection, PoolError } from "../../src/index.ts";
-import { configure, observer, serverPids, tenantName, testEnv } from "./helpers.ts";
+import { configure, observer, pidOf, serverPids, tenantName, testEnv } from "./helpers.ts";
 
 const sql = observer();
 afterAll(() => sql.end());
 
-const pidOf = async (db: ReturnType<typeof createPool>) => (await db.sql<{ pid: number }>`select pg_backend_pid() as pid`)[0]!.pid;
 
 describe("per-query limits", () => {
   it("queryTimeoutMs cancels the query on the server and returns QUERY_TIMEOUT; the connection stays usable", async () => {
