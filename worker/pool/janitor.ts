@@ -84,7 +84,7 @@ export function sweep<H>(view: JanitorView<H>, now: number): Sweep<H> {
   }
 
   if (options.idleTimeoutMs > 0) {
-    let total = view.total;
+    let total = view.total - closing.size;
     let idleCount = idle.length - closing.size;
     for (const c of idle.filter((c) => !closing.has(c)).sort((a, b) => a.idleSince - b.idleSince)) {
       if (total <= view.floor || idleCount <= options.minIdle) break;

@@ -135,6 +135,7 @@ function invalid(tenant: string, key: string, value: unknown, rule: string): Poo
 
 function describe(value: unknown): string {
   try {
+    if (typeof value === "number") return String(value);
     return typeof value === "string" ? JSON.stringify(value) : String(JSON.stringify(value) ?? value);
   } catch {
     return String(value);

@@ -136,16 +136,17 @@ export class Pool<H> {
       return Promise.reject(this.error("POOL_DISABLED", "maxConnections is 0: the pool is disabled"));
     }
     const now = this.clock.now();
-    if (this.waiters.length === 0) {
-      const free = this.takeIdle(now);
-      if (free && !this.needsValidation(free, now)) {
-        const lease = this.grant(free, now, now);
-        this.grow(now); // minIdle: replace the idle connection just taken
-        return Promise.resolve(lease);
-      }
+    const free = this.waiters.length === 0 ? this.takeIdle(now) : undefined;
+    if (free && !this.needsValidation(free, now)) {
+      const lease = this.grant(free, now, now);
+      this.grow(now); // minIdle: replace the idle connection just taken
+      return Promise.resolve(lease);
     }
-    const full = this.total >= this.options.maxConnections;
-    if (full && this.waiters.length >= this.options.maxWaiters) {
+    // Borrowers that a free (to validate), opening or still-openable connection will serve do not count as queued.
+    const coming = (free ? 1 : 0) + this.sets.opening.size + Math.max(0, this.options.maxConnections - this.total);
+    const queued = this.waiters.length - coming;
+    const full = queued >= 0;
+    if (full && queued >= this.options.maxWaiters) {
       this.metrics.queueFull++;
       return Promise.reject(this.error("WAIT_QUEUE_FULL", `${this.waiters.length} borrowers already wait (maxWaiters=${this.options.maxWaiters}) ${this.counters()}`));
     }
@@ -247,7 +248,7 @@ export class Pool<H> {
         options: this.options,
         idle: this.sets.idle,
         leased: this.sets.leased,
-        total: this.total,
+        total: this.total - this.sets.closing.size,
         floor: this.floor(),
         lastLifetimeRetireAt: this.lastLifetimeRetireAt,
       },
@@ -339,9 +340,13 @@ export class Pool<H> {
     this.driver.validate(c.handle as H).then(
       () => {
         const at = this.clock.now();
-        if (waiter.settled) {
-          c.idleSince = at;
-          this.move(c, "idle");
+        if (waiter.settled || c.broken || this.closed) {
+          // Not handed out: the waiter goes back to the head (or fails if the pool closed); toIdle closes a broken connection or one of a closed pool.
+          if (!waiter.settled) {
+            if (this.closed) this.settle(waiter, undefined, this.error("POOL_CLOSED", "the pool was closed while waiting"));
+            else this.waiters.unshift(waiter);
+          }
+          this.toIdle(c, at);
           this.pump();
         } else this.grant(c, waiter.enqueuedAt, at, waiter);
       },
@@ -400,7 +405,7 @@ export class Pool<H> {
   private toIdle(c: Connection<H>, now: number, cooldown = false): void {
     if (this.closed) return this.retire(c, "shutdown");
     if (c.broken) return this.retire(c, "broken");
-    const beyondMaxIdle = this.sets.idle.size >= this.options.maxIdle && this.total > this.floor();
+    const beyondMaxIdle = this.sets.idle.size >= this.options.maxIdle && this.total - this.sets.closing.size > this.floor();
     if (this.waiters.length === 0 && beyondMaxIdle) return this.retire(c, "max-idle");
     c.idleSince = now;
     c.availableAt = cooldown ? now + this.options.reuseCooldownMs : now;
