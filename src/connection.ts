@@ -1,7 +1,7 @@
 import { fromShape, PoolError } from "./errors.ts";
 import type { CallOptions, LeaseApi, Reply } from "./protocol.ts";
 import { toResult, type Result } from "./result.ts";
-import { statement } from "./sql.ts";
+import { checkParams, statement } from "./sql.ts";
 
 /** Unwraps a coordinator reply, rebuilding `PoolError` / `DatabaseError`. */
 export function unwrap<T>(reply: Reply<T>): T {
@@ -47,6 +47,7 @@ export class Connection {
   /** Runs `text` with `$1..$n` parameters on this lease's connection. */
   async query<Row = Record<string, unknown>>(text: string, params: unknown[] = []): Promise<Result<Row>> {
     if (this.#released) throw new PoolError("LEASE_RELEASED", this.tenant, `tenant "${this.tenant}" lease ${this.id} was already released`);
+    checkParams(this.tenant, params);
     let reply: Reply<unknown>;
     try {
       reply = await this.#lease.query(text, params, this.#call);

@@ -3,7 +3,7 @@ import { Connection, unwrap } from "./connection.ts";
 import type { CallOptions, CoordinatorApi, Reply } from "./protocol.ts";
 import { remoteCoordinator } from "./remote.ts";
 import { toResult, type Result } from "./result.ts";
-import { statement } from "./sql.ts";
+import { checkParams, statement } from "./sql.ts";
 
 /** Something with `idFromName`/`get`: a Durable Object namespace binding. */
 interface NamespaceLike {
@@ -56,6 +56,7 @@ export interface PoolClient {
 export function createPool(target: PoolTarget, options: ClientOptions = {}): PoolClient {
   const { tenant, call, coordinator } = resolve(target, options);
   const run = async <Row>(text: string, params: unknown[] = []): Promise<Result<Row>> => {
+    checkParams(tenant, params);
     const reply = await rpc(tenant, () => coordinator().query(tenant, text, params, call));
     return toResult(unwrap(reply) as never);
   };

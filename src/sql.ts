@@ -16,5 +16,16 @@ export function statement(tenant: string, strings: TemplateStringsArray, values:
   }
   let text = strings[0]!;
   for (let i = 0; i < values.length; i++) text += `$${i + 1}${strings[i + 1]}`;
+  checkParams(tenant, values);
   return { text, params: values };
+}
+
+/** Values that cannot travel as parameters are refused before the call, naming the parameter. */
+export function checkParams(tenant: string, params: unknown): void {
+  if (!Array.isArray(params)) return;
+  params.forEach((value, i) => {
+    if (typeof value === "function" || typeof value === "symbol") {
+      throw new PoolError("BAD_REQUEST", tenant, `parameter $${i + 1} is a ${typeof value}, which cannot be sent to the database`);
+    }
+  });
 }

@@ -5,6 +5,9 @@ import type { PgHandle } from "./driver.ts";
 /** The protocol counts bind parameters in an Int16. */
 export const MAX_PARAMETERS = 65_535;
 
+/** Query text beyond this is refused: RPC carries 32 MiB at most, and no sane statement is this long. */
+export const MAX_QUERY_TEXT = 16 * 1024 * 1024;
+
 /** Statements that may leave session state behind, so a one-shot connection is reset after them. */
 const SESSION_CHANGING = /^\s*(begin|start|set|reset|prepare|declare|listen|lock|savepoint|discard|load|create\s+(temp|temporary|local|global)\b)|;\s*\S/i;
 
@@ -17,6 +20,9 @@ export function checkQuery(tenant: string, text: unknown, params: unknown): asse
     throw new PoolError("BAD_REQUEST", tenant, `query text must be a string, got ${text === null ? "null" : typeof text}`);
   }
   if (text.trim() === "") throw new PoolError("BAD_REQUEST", tenant, "query text is empty");
+  if (text.length > MAX_QUERY_TEXT) {
+    throw new PoolError("BAD_REQUEST", tenant, `query text of ${text.length} characters exceeds ${MAX_QUERY_TEXT}; pass large values as parameters`);
+  }
   if (UNSUPPORTED.test(text)) {
     throw new PoolError("BAD_REQUEST", tenant, `${text.trim().split(/\s+/)[0]!.toUpperCase()} is not supported through the pool: COPY FROM STDIN / TO STDOUT and LISTEN need a connection of your own (use INSERT ... SELECT, or a query that returns the rows)`);
   }

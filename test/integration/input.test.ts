@@ -32,6 +32,9 @@ describe("bad input gets a clear error and loses nothing", () => {
     await expect((db.sql as unknown as (s: string) => Promise<unknown>)("select 1")).rejects.toMatchObject({ code: "BAD_REQUEST" });
     const raw = await stub.query(tenant, { text: "select 1" } as never);
     expect(raw).toMatchObject({ ok: false, error: { code: "BAD_REQUEST" } });
+    await expect(db.query("select $1::int as n", ["not a number"])).rejects.toMatchObject({ code: "22P02" });
+    await expect(db.sql`select ${() => 1} as f`).rejects.toMatchObject({ code: "BAD_REQUEST", message: expect.stringContaining("parameter $1 is a function") });
+    await expect(db.query(`select 1 -- ${"x".repeat(16 * 1024 * 1024)}`)).rejects.toMatchObject({ code: "BAD_REQUEST", message: expect.stringContaining("exceeds 16777216") });
     // Values are bound parameters, never SQL text.
     const hostile = "1; drop table if exists lock_probe; --";
     expect((await db.sql`select ${hostile}::text as v`)[0]).toEqual({ v: hostile });
