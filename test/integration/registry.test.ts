@@ -127,7 +127,8 @@ describe("tenant registry", () => {
           select application_name as app, datname as db, usename as who from pg_stat_activity
           where application_name in (${`edgepool:${alpha}`}, ${`edgepool:${beta}`})`;
         for (const t of [alpha, beta]) peak[t] = Math.max(peak[t]!, rows.filter((r) => r.app === `edgepool:${t}`).length);
-        for (const r of rows) seen.push({ tenant: r.app.slice("edgepool:".length), db: r.db, who: r.who });
+        // A backend still authenticating shows no database or user yet.
+        for (const r of rows) if (r.db !== null) seen.push({ tenant: r.app.slice("edgepool:".length), db: r.db, who: r.who });
       }
     })();
     await Promise.all([
