@@ -1,14 +1,16 @@
-import { newWebSocketRpcSession, newHttpBatchRpcResponse } from "capnweb";
-import { DurableObject, RpcTarget } from "cloudflare:workers";
-import { PoolError, toShape } from "../src/errors.ts";
-import type { CallOptions, CoordinatorApi, LeaseApi, Reply } from "../src/protocol.ts";
+import { DurableObject } from "cloudflare:workers";
+import { PoolError } from "../src/errors.ts";
+import type { Acquired, CallOptions, CoordinatorApi, Reply } from "../src/protocol.ts";
 import type { QueryResult } from "../src/result.ts";
 import { pgDriver, type PgHandle } from "./driver.ts";
 import type { Env } from "./env.ts";
 import { systemClock } from "./pool/clock.ts";
 import type { Lease } from "./pool/connection.ts";
+import { LeaseTarget } from "./lease-target.ts";
 import { Pool, type PoolStats } from "./pool/pool.ts";
-import { changesSession, checkQuery, execute, type QueryLimits } from "./query.ts";
+import { changesSession, checkQuery, execute } from "./query.ts";
+import { RemoteApi, serveRemote } from "./remote.ts";
+import { callOption, queryLimits, reply } from "./reply.ts";
 import { checkTenant, configFromEnv, DEFAULT_TENANT, maskPassword, resolveConfig, type TenantConfig } from "./tenant.ts";
 
 /** A tenant's configuration as the admin API shows it: never the password. */
@@ -87,17 +89,7 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
    * and names the tenant in `X-Edgepool-Tenant`.
    */
   override async fetch(request: Request): Promise<Response> {
-    const tenant = request.headers.get("X-Edgepool-Tenant") ?? "";
-    const api = new RemoteApi(this, tenant);
-    if (request.method === "POST") return newHttpBatchRpcResponse(request, api);
-    if (request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {
-      return Response.json({ error: { code: "BAD_REQUEST", message: "BAD_REQUEST: the RPC endpoint takes POST (batch) or a WebSocket upgrade" } }, { status: 400 });
-    }
-    const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
-    server.accept();
-    // Leases made on this session are disposed, and so released, when the socket closes.
-    newWebSocketRpcSession(server as never, api);
-    return new Response(null, { status: 101, webSocket: client, headers: { "Sec-WebSocket-Protocol": "edgepool" } });
+    return serveRemote(request, new RemoteApi(this, request.headers.get("X-Edgepool-Tenant") ?? ""));
   }
 
   /** A one-shot query in transaction mode: any free connection, given back at once. */
@@ -119,7 +111,7 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
   }
 
   /** A lease (session mode): one connection pinned until `release()` or until the caller's stub is disposed. */
-  async acquire(tenant: string, options?: CallOptions): Promise<Reply<{ id: number; pid: number; lease: LeaseApi }>> {
+  async acquire(tenant: string, options?: CallOptions): Promise<Reply<Acquired>> {
     return reply(String(tenant), async () => {
       const [pool, lease] = await this.borrow(tenant, options);
       return { id: lease.id, pid: lease.connection.handle!.pid, lease: new LeaseTarget(pool, lease) };
@@ -138,7 +130,7 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
 
   /** Acquires from the tenant's pool; a waiter caught by a config change moves to the new pool instead of failing. */
   private async borrow(tenant: string, options: CallOptions | undefined): Promise<[Pool<PgHandle>, Lease<PgHandle>]> {
-    const timeoutMs = callTimeout(tenant, options);
+    const timeoutMs = callOption(tenant, options, "acquireTimeoutMs");
     for (;;) {
       const pool = this.poolFor(tenant);
       try {
@@ -182,89 +174,5 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
     });
     this.pool = pool;
     return pool;
-  }
-}
-
-/** A lease as the borrower holds it: an RPC target whose disposal releases it. */
-class LeaseTarget extends RpcTarget implements LeaseApi {
-  readonly #pool: Pool<PgHandle>;
-  readonly #lease: Lease<PgHandle>;
-
-  constructor(pool: Pool<PgHandle>, lease: Lease<PgHandle>) {
-    super();
-    this.#pool = pool;
-    this.#lease = lease;
-  }
-
-  async query(text: string, params?: unknown[], options?: CallOptions): Promise<Reply<QueryResult>> {
-    const pool = this.#pool;
-    return reply(pool.tenant, async () => {
-      checkQuery(pool.tenant, text, params);
-      const limits = queryLimits(pool, options);
-      return pool.use(this.#lease, (handle) => execute(handle, text, params, limits));
-    });
-  }
-
-  async release(): Promise<Reply<null>> {
-    this.#pool.release(this.#lease);
-    return { ok: true, value: null };
-  }
-
-  /** Runs when the borrower disposes its stub or its request ends. */
-  [Symbol.dispose](): void {
-    this.#pool.release(this.#lease);
-  }
-}
-
-/** A per-call time option, checked where it enters. */
-function callOption(tenant: string, options: CallOptions | undefined, key: keyof CallOptions): number | undefined {
-  const value = options?.[key];
-  if (value === undefined) return undefined;
-  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
-    throw new PoolError("INVALID_OPTION", tenant, `option "${key}" = ${JSON.stringify(value)} must be an integer >= 0`);
-  }
-  return value;
-}
-
-function callTimeout(tenant: string, options: CallOptions | undefined): number | undefined {
-  return callOption(tenant, options, "acquireTimeoutMs");
-}
-
-function queryLimits(pool: Pool<PgHandle>, options: CallOptions | undefined): QueryLimits {
-  const { tenant, options: o } = pool;
-  return { tenant, queryTimeoutMs: callOption(tenant, options, "queryTimeoutMs") ?? o.queryTimeoutMs, maxResultBytes: o.maxResultBytes };
-}
-
-async function reply<T>(tenant: string, fn: () => Promise<T>): Promise<Reply<T>> {
-  try {
-    return { ok: true, value: await fn() };
-  } catch (error) {
-    const shape = toShape(error, tenant);
-    if (shape.kind === "pool" && shape.code === "INTERNAL") console.error(shape.message);
-    return { ok: false, error: shape };
-  }
-}
-
-/** What a remote client sees once its token was checked: the tenant's pool, nothing else. */
-class RemoteApi extends RpcTarget {
-  readonly #coordinator: PoolCoordinator;
-  readonly #tenant: string;
-
-  constructor(coordinator: PoolCoordinator, tenant: string) {
-    super();
-    this.#coordinator = coordinator;
-    this.#tenant = tenant;
-  }
-
-  query(text: string, params?: unknown[], options?: CallOptions) {
-    return this.#coordinator.query(this.#tenant, text, params, options);
-  }
-
-  acquire(options?: CallOptions) {
-    return this.#coordinator.acquire(this.#tenant, options);
-  }
-
-  stats() {
-    return this.#coordinator.stats(this.#tenant);
   }
 }

@@ -55,6 +55,7 @@ export interface QueryLimits {
  */
 export async function execute(handle: PgHandle, text: string, params: unknown[] = [], limits: QueryLimits): Promise<QueryResult> {
   const query = handle.sql.unsafe(text, params as never[]);
+  const started = Date.now();
   let timedOut = false;
   const timer = limits.queryTimeoutMs > 0 ? setTimeout(() => {
     timedOut = true;
@@ -64,7 +65,9 @@ export async function execute(handle: PgHandle, text: string, params: unknown[] 
   try {
     result = (await query) as unknown as PgResult | PgResult[];
   } catch (error) {
-    if (timedOut && (error as { code?: string }).code === "57014") {
+    // 57014 after our deadline is our cancel, even if its answer overtook the timer's bookkeeping.
+    const ours = timedOut || (limits.queryTimeoutMs > 0 && Date.now() - started >= limits.queryTimeoutMs);
+    if (ours && (error as { code?: string }).code === "57014") {
       throw new PoolError("QUERY_TIMEOUT", limits.tenant, `tenant "${limits.tenant}" query was cancelled on the server after ${limits.queryTimeoutMs}ms (queryTimeoutMs)`);
     }
     throw error;

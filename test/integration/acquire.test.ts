@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { createPool, getConnection, PoolError } from "../../src/index.ts";
-import { configure, observer, serverCount, tenantName, testEnv } from "./helpers.ts";
+import { configure, observer, serverCount, tenantName, testEnv, until } from "./helpers.ts";
 
 const sql = observer();
 afterAll(() => sql.end());
@@ -29,7 +29,8 @@ describe("the wait queue", () => {
 
   it("ACQUIRE_TIMEOUT after acquireTimeoutMs, with the pool's counters in the message", async () => {
     const tenant = tenantName("timeout");
-    await configure(tenant, { maxConnections: 2, acquireTimeoutMs: 300 });
+    await configure(tenant, { maxConnections: 2, acquireTimeoutMs: 300, initialConnections: 2 });
+    await until(() => serverCount(sql, tenant), (n) => n === 2); // both open before anyone waits
     const a = await getConnection(testEnv.EDGEPOOL, { tenant });
     const b = await getConnection(testEnv.EDGEPOOL, { tenant });
     const started = Date.now();

@@ -50,13 +50,13 @@ describe("the janitor (alarm)", () => {
 
   it("lifetime retirements are spaced maxLifetimeMs / maxConnections apart", async () => {
     const tenant = tenantName("lifetime-spaced");
-    // Spacing = 1200 / 2 = 600ms.
-    const stub = await configure(tenant, { maxConnections: 2, maxLifetimeMs: 1_200, validateAfterIdleMs: 60_000 });
+    // Spacing = 3000 / 2 = 1500ms.
+    const stub = await configure(tenant, { maxConnections: 2, maxLifetimeMs: 3_000, validateAfterIdleMs: 60_000 });
     const db = createPool(testEnv.EDGEPOOL, { tenant });
     await Promise.all([1, 2].map(() => db.sql`select pg_sleep(0.05)`));
     const original = await serverPids(sql, tenant);
     expect(original).toHaveLength(2);
-    await sleep(1_250); // both are past their lifetime now
+    await sleep(3_050); // both are past their lifetime now
     await runDurableObjectAlarm(stub);
     await sleep(100);
     const afterFirst = (await serverPids(sql, tenant)).filter((p) => original.includes(p));
@@ -64,7 +64,7 @@ describe("the janitor (alarm)", () => {
     await runDurableObjectAlarm(stub);
     await sleep(100);
     expect((await serverPids(sql, tenant)).filter((p) => original.includes(p))).toHaveLength(1);
-    await sleep(500);
+    await sleep(1_400);
     await runDurableObjectAlarm(stub);
     expect(await until(async () => (await serverPids(sql, tenant)).filter((p) => original.includes(p)), (p) => p.length === 0)).toEqual([]);
   });

@@ -1,0 +1,32 @@
+import { PoolError, toShape } from "../src/errors.ts";
+import type { CallOptions, Reply } from "../src/protocol.ts";
+import type { PgHandle } from "./driver.ts";
+import type { Pool } from "./pool/pool.ts";
+import type { QueryLimits } from "./query.ts";
+
+/** A per-call time option, checked where it enters. */
+export function callOption(tenant: string, options: CallOptions | undefined, key: keyof CallOptions): number | undefined {
+  const value = options?.[key];
+  if (value === undefined) return undefined;
+  if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
+    throw new PoolError("INVALID_OPTION", tenant, `option "${key}" = ${JSON.stringify(value)} must be an integer >= 0`);
+  }
+  return value;
+}
+
+/** The limits of one query: the call's `queryTimeoutMs` over the pool's, and `maxResultBytes`. */
+export function queryLimits(pool: Pool<PgHandle>, options: CallOptions | undefined): QueryLimits {
+  const { tenant, options: o } = pool;
+  return { tenant, queryTimeoutMs: callOption(tenant, options, "queryTimeoutMs") ?? o.queryTimeoutMs, maxResultBytes: o.maxResultBytes };
+}
+
+/** Runs `fn` and answers with its value or its error as a value (RPC drops custom error properties); logs only `INTERNAL`. */
+export async function reply<T>(tenant: string, fn: () => Promise<T>): Promise<Reply<T>> {
+  try {
+    return { ok: true, value: await fn() };
+  } catch (error) {
+    const shape = toShape(error, tenant);
+    if (shape.kind === "pool" && shape.code === "INTERNAL") console.error(shape.message);
+    return { ok: false, error: shape };
+  }
+}
