@@ -24,7 +24,8 @@ export async function startProxy(target: { host: string; port: number }, port = 
           sockets.delete(socket);
         });
         socket.on("error", () => {});
-        if (mode === "blackhole") return;
+        // Read and drop what the client sends: a paused socket would never notice the client closing.
+        if (mode === "blackhole") return void socket.resume();
         const upstream = connect(target.port, target.host);
         upstream.on("error", () => socket.destroy());
         socket.on("close", () => upstream.destroy());
