@@ -92,7 +92,7 @@ export async function getConnection(target: PoolTarget, options: ClientOptions =
   const { tenant, call, coordinator } = resolve(target, options);
   const reply = await rpc(tenant, () => coordinator().acquire(tenant, call));
   const { id, pid, lease, close } = unwrap(reply);
-  return new Connection(tenant, id, pid, lease, call.queryTimeoutMs === undefined ? undefined : { queryTimeoutMs: call.queryTimeoutMs }, close);
+  return new Connection(tenant, id, pid, lease, call, close);
 }
 
 /** Checks client options where they enter and picks the transport for the target. */
