@@ -6,8 +6,8 @@ export interface JanitorView<H> {
   readonly options: PoolOptions;
   readonly idle: Iterable<Connection<H>>;
   readonly leased: Iterable<Connection<H>>;
-  /** Physical connections, counting opening and closing ones. */
-  readonly total: number;
+  /** Physical connections not already closing (opening ones count). */
+  readonly kept: number;
   /** `minConnections` once the pool has reached it, else 0. */
   readonly floor: number;
   /** When the last max-lifetime retirement happened. */
@@ -84,17 +84,17 @@ export function sweep<H>(view: JanitorView<H>, now: number): Sweep<H> {
   }
 
   if (options.idleTimeoutMs > 0) {
-    let total = view.total - closing.size;
+    let kept = view.kept - closing.size;
     let idleCount = idle.length - closing.size;
     for (const c of idle.filter((c) => !closing.has(c)).sort((a, b) => a.idleSince - b.idleSince)) {
-      if (total <= view.floor || idleCount <= options.minIdle) break;
+      if (kept <= view.floor || idleCount <= options.minIdle) break;
       const expiresAt = c.idleSince + options.idleTimeoutMs;
       if (expiresAt > now) {
         due(expiresAt);
         break;
       }
       close(c, "idle-timeout");
-      total--;
+      kept--;
       idleCount--;
     }
   }

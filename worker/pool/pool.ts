@@ -129,6 +129,11 @@ export class Pool<H> {
     return s.opening.size + s.idle.size + s.validating.size + s.leased.size + s.returning.size + s.closing.size;
   }
 
+  /** Connections the pool keeps: all but those already closing. Floors (`minConnections`) count these. */
+  private get kept(): number {
+    return this.total - this.sets.closing.size;
+  }
+
   /** Borrows a connection: at once if one is free, else in FIFO order until the deadline. */
   acquire(options: AcquireOptions = {}): Promise<Lease<H>> {
     if (this.closed) return Promise.reject(this.error("POOL_CLOSED", "the pool is closed: it takes no new leases"));
@@ -248,7 +253,7 @@ export class Pool<H> {
         options: this.options,
         idle: this.sets.idle,
         leased: this.sets.leased,
-        total: this.total - this.sets.closing.size,
+        kept: this.kept,
         floor: this.floor(),
         lastLifetimeRetireAt: this.lastLifetimeRetireAt,
       },
@@ -405,7 +410,7 @@ export class Pool<H> {
   private toIdle(c: Connection<H>, now: number, cooldown = false): void {
     if (this.closed) return this.retire(c, "shutdown");
     if (c.broken) return this.retire(c, "broken");
-    const beyondMaxIdle = this.sets.idle.size >= this.options.maxIdle && this.total - this.sets.closing.size > this.floor();
+    const beyondMaxIdle = this.sets.idle.size >= this.options.maxIdle && this.kept > this.floor();
     if (this.waiters.length === 0 && beyondMaxIdle) return this.retire(c, "max-idle");
     c.idleSince = now;
     c.availableAt = cooldown ? now + this.options.reuseCooldownMs : now;
@@ -449,7 +454,7 @@ export class Pool<H> {
     if (this.closed) return;
     const o = this.options;
     const opening = this.sets.opening.size;
-    const live = this.total - opening - this.sets.closing.size;
+    const live = this.kept - opening;
     const forWaiters = this.waiters.length - opening;
     const forFloor = Math.max(this.floor(), this.initialPending > 0 ? this.initialTarget : 0) - live - opening;
     const forIdle = o.minIdle - this.sets.idle.size - opening;
@@ -503,7 +508,7 @@ export class Pool<H> {
     this.metrics.created++;
     if (this.initialPending > 0) this.initialPending--;
     if (this.closed) return this.retire(c, "shutdown");
-    if (o.minConnections > 0 && this.total - this.sets.closing.size >= o.minConnections) this.reachedMin = true;
+    if (o.minConnections > 0 && this.kept >= o.minConnections) this.reachedMin = true;
     this.toIdle(c, now);
   }
 
@@ -517,7 +522,7 @@ export class Pool<H> {
     const delay = Math.round(backoff / 2 + (this.random() * backoff) / 2);
     this.nextConnectAt = this.clock.now() + delay;
     const error = this.error("CONNECT_FAILED", `could not connect to ${this.driver.target}: ${cause} (attempt ${this.failedConnects} in a row, next in ${delay}ms)`);
-    if (this.total - this.sets.closing.size === 0) {
+    if (this.kept === 0) {
       for (const w of this.waiters.splice(0)) this.settle(w, undefined, error);
     }
     this.pump();
