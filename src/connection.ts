@@ -35,13 +35,9 @@ export class Connection {
   }
 
   /** Tagged-template query; interpolated values are always bound parameters. */
-  sql<Row = Record<string, unknown>>(strings: TemplateStringsArray, ...values: unknown[]): Promise<Result<Row>> {
-    try {
-      const { text, params } = statement(this.tenant, strings, values);
-      return this.query<Row>(text, params);
-    } catch (error) {
-      return Promise.reject(error);
-    }
+  async sql<Row = Record<string, unknown>>(strings: TemplateStringsArray, ...values: unknown[]): Promise<Result<Row>> {
+    const { text, params } = statement(this.tenant, strings, values);
+    return this.query<Row>(text, params);
   }
 
   /** Runs `text` with `$1..$n` parameters on this lease's connection. */

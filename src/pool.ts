@@ -62,13 +62,9 @@ export function createPool(target: PoolTarget, options: ClientOptions = {}): Poo
   };
   const client: PoolClient = {
     tenant,
-    sql(strings, ...values) {
-      try {
-        const { text, params } = statement(tenant, strings, values);
-        return run(text, params);
-      } catch (error) {
-        return Promise.reject(error);
-      }
+    async sql(strings, ...values) {
+      const { text, params } = statement(tenant, strings, values);
+      return run(text, params);
     },
     query: run,
     async begin(fn) {
