@@ -362,3 +362,15 @@ export async function hold(h: Harness, n: number): Promise<Lease<FakeHandle>[]> 
   if (waiting > 0) throw new Error(`${waiting} of ${n} borrowers did not get a lease without waiting (stats: ${JSON.stringify(h.pool.stats())})`);
   return borrowers.map((b) => b.value!);
 }
+
+/** Runs the janitor at every deadline it asks for, as the alarm would, up to and including `until`. */
+export async function runAlarms(h: Harness, until: number): Promise<void> {
+  let next = h.pool.sweep();
+  while (next !== undefined && next <= until) {
+    await h.clock.advanceTo(next);
+    next = h.pool.sweep();
+  }
+  await h.clock.advanceTo(until);
+  h.pool.sweep();
+  await h.settle();
+}

@@ -1,18 +1,8 @@
 import { describe, expect, it } from "vitest";
 import { lifetimeSpacingMs } from "../../worker/pool/janitor.ts";
 import { resolveOptions } from "../../worker/pool/options.ts";
-import { acquireNow, hold, makePool, rejection, track, type Harness } from "./helpers.ts";
+import { acquireNow, hold, makePool, rejection, runAlarms, track } from "./helpers.ts";
 
-/** Runs the janitor at every deadline it returns, up to `until`. */
-async function runAlarms(h: Harness, until: number): Promise<void> {
-  let next = h.pool.sweep();
-  while (next !== undefined && next <= until) {
-    await h.clock.advanceTo(next);
-    next = h.pool.sweep();
-  }
-  await h.clock.advanceTo(until);
-  await h.settle();
-}
 
 describe("idle timeout", () => {
   it("idle connections older than idleTimeoutMs are closed with reason idle-timeout", async () => {

@@ -1,18 +1,6 @@
 import { describe, expect, it } from "vitest";
-import { acquireNow, hold, makePool, track, type Harness } from "./helpers.ts";
+import { acquireNow, hold, makePool, runAlarms, track } from "./helpers.ts";
 
-/** Acquires `n` leases at once (all held). */
-/** Runs the janitor at every deadline it asks for, until `until`. */
-async function runAlarms(h: Harness, until: number): Promise<void> {
-  let next = h.pool.sweep();
-  while (next !== undefined && next <= until) {
-    await h.clock.advanceTo(next);
-    next = h.pool.sweep();
-  }
-  await h.clock.advanceTo(until);
-  h.pool.sweep();
-  await h.settle();
-}
 
 describe("initialConnections", () => {
   it("opens initialConnections when the pool starts", async () => {
