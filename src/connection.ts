@@ -66,19 +66,25 @@ export class Connection {
     }
   }
 
-  /** Gives the connection back; idempotent. The coordinator rolls back and resets the session. */
+  /**
+   * Gives the connection back; idempotent. The release is sent, not awaited:
+   * the coordinator rolls back and resets the session when it arrives, and
+   * the caller does not wait a round trip for that.
+   */
   async release(): Promise<void> {
     if (this.#released) return;
     this.#released = true;
-    try {
-      await this.#lease.release();
-    } catch {
-      // The coordinator is gone: its sockets, and this lease, went with it.
-    } finally {
-      // An RPC stub answers any property name, so only the disposer is looked up on it.
-      (this.#lease as Partial<Disposable>)[Symbol.dispose]?.();
-      this.#close?.();
-    }
+    const lease = this.#lease;
+    const close = this.#close;
+    void Promise.resolve()
+      .then(() => lease.release())
+      // A failed release means the coordinator is gone: its sockets, and this lease, went with it.
+      .catch(() => {})
+      .finally(() => {
+        // An RPC stub answers any property name, so only the disposer is looked up on it.
+        (lease as Partial<Disposable>)[Symbol.dispose]?.();
+        close?.();
+      });
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

@@ -75,7 +75,8 @@ export function createPool(target: PoolTarget, options: ClientOptions = {}): Poo
         await conn.release();
       }
     },
-    getConnection: (more = {}) => getConnection(target, { ...options, ...more, tenant }),
+    // Overrides are checked like any options; the lease comes over this client's stub.
+    getConnection: async (more = {}) => acquire(tenant, resolve(target, { ...options, ...more, tenant }).call, coordinator),
     async stats() {
       return unwrap(await rpc(tenant, () => coordinator().stats(tenant))) as Record<string, unknown>;
     },
@@ -86,6 +87,10 @@ export function createPool(target: PoolTarget, options: ClientOptions = {}): Poo
 /** Leases a connection from a tenant's pool, waiting at most `acquireTimeoutMs`. */
 export async function getConnection(target: PoolTarget, options: ClientOptions = {}): Promise<Connection> {
   const { tenant, call, coordinator } = resolve(target, options);
+  return acquire(tenant, call, coordinator);
+}
+
+async function acquire(tenant: string, call: CallOptions, coordinator: () => CoordinatorApi): Promise<Connection> {
   const reply = await rpc(tenant, () => coordinator().acquire(tenant, call));
   const { id, pid, lease, close } = unwrap(reply);
   return new Connection(tenant, id, pid, lease, call, close);
@@ -101,7 +106,11 @@ function resolve(target: PoolTarget, options: ClientOptions): { tenant: string; 
   const call: CallOptions = {};
   if (options.acquireTimeoutMs !== undefined) call.acquireTimeoutMs = options.acquireTimeoutMs;
   if (options.queryTimeoutMs !== undefined) call.queryTimeoutMs = options.queryTimeoutMs;
-  if (typeof target !== "string") return { tenant, call, coordinator: () => binding(target, tenant) };
+  if (typeof target !== "string") {
+    // One stub per client, made on first use: a stub per call costs a lookup and a new RPC session each time.
+    let stub: CoordinatorApi | undefined;
+    return { tenant, call, coordinator: () => (stub ??= binding(target, tenant)) };
+  }
   if (!/^https?:\/\//.test(target) || !URL.canParse(target)) {
     throw new PoolError("INVALID_OPTION", tenant, `target ${JSON.stringify(target)} must be the coordinator's http(s) URL`);
   }
