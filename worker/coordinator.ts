@@ -96,11 +96,12 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
   async query(tenant: string, text: string, params?: unknown[], options?: CallOptions): Promise<Reply<QueryResult>> {
     return reply(String(tenant), async () => {
       checkQuery(tenant, text, params);
-      const [pool, lease] = await this.borrow(tenant, options);
-      const limits = queryLimits(pool, options);
       let reset = changesSession(text);
+      // A statement that leaves no session state may be pipelined on a busy connection.
+      const [pool, lease] = await this.borrow(tenant, options, !reset);
+      const limits = queryLimits(pool, options);
       try {
-        return await pool.use(lease, (handle) => execute(handle, text, params, limits));
+        return await pool.use(lease, (handle) => execute(handle, text, params, limits, true));
       } catch (error) {
         reset = true;
         throw error;
@@ -129,12 +130,12 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
   }
 
   /** Acquires from the tenant's pool; a waiter caught by a config change moves to the new pool instead of failing. */
-  private async borrow(tenant: string, options: CallOptions | undefined): Promise<[Pool<PgHandle>, Lease<PgHandle>]> {
+  private async borrow(tenant: string, options: CallOptions | undefined, shared = false): Promise<[Pool<PgHandle>, Lease<PgHandle>]> {
     const timeoutMs = callOption(tenant, options, "acquireTimeoutMs");
     for (;;) {
       const pool = this.poolFor(tenant);
       try {
-        return [pool, await pool.acquire({ timeoutMs })];
+        return [pool, await pool.acquire({ timeoutMs, shared })];
       } catch (error) {
         const replaced = error instanceof PoolError && error.code === "POOL_CLOSED" && this.pool !== pool && this.config !== undefined;
         if (!replaced) throw error;

@@ -7,10 +7,43 @@ export interface PgHandle {
   readonly sql: postgres.Sql;
   /** The server's backend pid, read when the connection opened. */
   pid: number;
+  /**
+   * Whether one-shot statements may be prepared on it: false once something ran
+   * that may have dropped prepared statements behind postgres.js's back (its
+   * cache would name statements the server no longer has).
+   */
+  canPrepare: boolean;
+}
+
+/** Statements that drop prepared statements: after them postgres.js's statement cache cannot be trusted. */
+const DROPS_STATEMENTS = /\b(discard\s+all|deallocate)\b/i;
+
+/** Marks a connection on which `text` is about to run: no more prepared one-shots on it if `text` may drop statements. */
+export function noteStatement(handle: PgHandle, text: string): void {
+  if (handle.canPrepare && DROPS_STATEMENTS.test(text)) handle.canPrepare = false;
+}
+
+/**
+ * `DISCARD ALL` without its `DEALLOCATE ALL`: the same session reset, except that
+ * statements the pool prepared over the protocol survive (postgres.js keeps
+ * using them); statements a session made with `PREPARE` are dropped as before.
+ */
+const DISCARD_ALL_KEEPING_PREPARED = [
+  "close all", "set session authorization default", "reset all", "unlisten *", "select pg_advisory_unlock_all()",
+  "discard plans", "discard temp", "discard sequences",
+  "do $$ declare s record; begin for s in select name from pg_prepared_statements where from_sql loop execute format('deallocate %I', s.name); end loop; end $$",
+].join("; ");
+
+/** What a reset runs for `resetQuery`: the default `DISCARD ALL` keeps the pool's prepared statements. */
+export function resetStatement(resetQuery: string): string {
+  return /^\s*discard\s+all\s*;?\s*$/i.test(resetQuery) ? DISCARD_ALL_KEEPING_PREPARED : resetQuery;
 }
 
 /** SQLSTATE classes and postgres.js codes that mean the connection itself is gone. */
 const FATAL_CODES = new Set(["CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED", "CONNECT_TIMEOUT", "57P01", "57P02", "57P03"]);
+
+/** The pool's own statements are never prepared: they are cheap to parse and must not fill the statement cache. */
+export const UNNAMED = { prepare: false } as const;
 
 /** Where the driver connects and how it tags its sessions. */
 export interface PgDriverConfig {
@@ -34,6 +67,9 @@ export function pgDriver(config: PgDriverConfig): Driver<PgHandle> {
   const { options } = config;
   const url = new URL(config.connectionString);
   const target = `${url.hostname}:${url.port || "5432"}`;
+  const reset = resetStatement(options.resetQuery);
+  // A custom resetQuery that drops statements ends prepared one-shots on every connection it resets.
+  const resetDrops = reset !== DISCARD_ALL_KEEPING_PREPARED && DROPS_STATEMENTS.test(reset);
   return {
     target,
     async open(signal) {
@@ -43,7 +79,8 @@ export function pgDriver(config: PgDriverConfig): Driver<PgHandle> {
         max: 1,
         idle_timeout: 0,
         max_lifetime: 0,
-        prepare: false,
+        // Statements are prepared only where a caller asks (one-shot queries with parameters, see query.ts).
+        prepare: true,
         connect_timeout: Math.ceil(options.connectTimeoutMs / 1000),
         onnotice: () => {},
         onclose: () => {
@@ -58,8 +95,8 @@ export function pgDriver(config: PgDriverConfig): Driver<PgHandle> {
       // The pool gave up on this attempt: drop the socket now rather than at the driver's own timeout.
       signal.addEventListener("abort", () => void sql.end({ timeout: 0 }).catch(() => {}), { once: true });
       try {
-        const [row] = await sql<{ pid: number }[]>`select pg_backend_pid() as pid`;
-        handle = { sql, pid: row!.pid };
+        const [row] = await sql.unsafe<{ pid: number }[]>("select pg_backend_pid() as pid", [], UNNAMED);
+        handle = { sql, pid: row!.pid, canPrepare: true };
         opened = true;
         return handle;
       } catch (error) {
@@ -68,11 +105,12 @@ export function pgDriver(config: PgDriverConfig): Driver<PgHandle> {
       }
     },
     async validate(handle) {
-      await handle.sql`select 1`;
+      await handle.sql.unsafe("select 1", [], UNNAMED);
     },
     async reset(handle) {
-      const steps = [handle.sql.unsafe("rollback")];
-      if (options.resetQuery) steps.push(handle.sql.unsafe(options.resetQuery));
+      const steps = [handle.sql.unsafe("rollback", [], UNNAMED)];
+      if (reset) steps.push(handle.sql.unsafe(reset, [], UNNAMED));
+      if (resetDrops) handle.canPrepare = false;
       await Promise.all(steps);
     },
     async close(handle) {

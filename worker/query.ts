@@ -1,6 +1,6 @@
 import { PoolError } from "../src/errors.ts";
 import type { QueryResult } from "../src/result.ts";
-import type { PgHandle } from "./driver.ts";
+import { noteStatement, type PgHandle } from "./driver.ts";
 
 /** The protocol counts bind parameters in an Int16. */
 export const MAX_PARAMETERS = 65_535;
@@ -9,7 +9,7 @@ export const MAX_PARAMETERS = 65_535;
 export const MAX_QUERY_TEXT = 16 * 1024 * 1024;
 
 /** Statements that may leave session state behind, so a one-shot connection is reset after them. */
-const SESSION_CHANGING = /^\s*(begin|start|set|reset|prepare|declare|listen|lock|savepoint|discard|load|create\s+(temp|temporary|local|global)\b)|;\s*\S/i;
+const SESSION_CHANGING = /^\s*(begin|start|set|reset|prepare|deallocate|declare|listen|lock|savepoint|discard|load|create\s+(temp|temporary|local|global)\b)|;\s*\S/i;
 
 /** Statements the pool cannot carry: streams to or from the client, and notifications. */
 const UNSUPPORTED = /^\s*(copy\b[\s\S]*\b(stdin|stdout)\b|listen\b|unlisten\b)/i;
@@ -52,9 +52,18 @@ export interface QueryLimits {
  * plain value that survives RPC. A query past `queryTimeoutMs` is cancelled on
  * the server (`QUERY_TIMEOUT`); a result above `maxResultBytes` is refused
  * (`RESULT_TOO_LARGE`). Either way the connection stays usable.
+ *
+ * With `prepare`, a statement with parameters is prepared once per connection
+ * and only bound afterwards: one round trip instead of two (postgres.js asks
+ * the server for the parameter types of an unnamed statement first), no parse
+ * on the server, and it can be pipelined. Only one-shot queries prepare: a
+ * lease's statements would stay prepared after the lease. The pool's reset
+ * keeps these statements (see driver.ts); a connection on which something may
+ * have dropped them (`DEALLOCATE`, `DISCARD ALL`) prepares no more.
  */
-export async function execute(handle: PgHandle, text: string, params: unknown[] = [], limits: QueryLimits): Promise<QueryResult> {
-  const query = handle.sql.unsafe(text, params as never[]);
+export async function execute(handle: PgHandle, text: string, params: unknown[] = [], limits: QueryLimits, prepare = false): Promise<QueryResult> {
+  noteStatement(handle, text);
+  const query = handle.sql.unsafe(text, params as never[], { prepare: prepare && handle.canPrepare && params.length > 0 });
   const started = Date.now();
   let timedOut = false;
   const timer = limits.queryTimeoutMs > 0 ? setTimeout(() => {

@@ -24,8 +24,9 @@ describe("pool options", () => {
       validateAfterIdleMs: 30000,
       queryTimeoutMs: 0,
       maxResultBytes: 16 * 1024 * 1024,
+      pipelineDepth: 4,
     });
-    expect(Object.keys(DEFAULTS)).toHaveLength(17);
+    expect(Object.keys(DEFAULTS)).toHaveLength(18);
   });
 
   it("maxIdle defaults to the given maxConnections", () => {
@@ -80,6 +81,7 @@ describe("pool options", () => {
     ["leaseTimeoutMs", 0, 1],
     ["connectTimeoutMs", 0, 1],
     ["maxConcurrentConnects", 0, 1],
+    ["pipelineDepth", 0, 1],
   ])("%s = %s is below its minimum %s", (key, value, minimum) => {
     const error = thrown(() => resolveOptions("acme", { [key]: value }), "INVALID_OPTION");
     expect(error.message).toBe(`INVALID_OPTION: option "${key}" = ${value} must be an integer >= ${minimum}`);
@@ -156,6 +158,7 @@ describe("options from EDGEPOOL_* variables", () => {
       EDGEPOOL_VALIDATE_AFTER_IDLE_MS: "500",
       EDGEPOOL_QUERY_TIMEOUT_MS: "15000",
       EDGEPOOL_MAX_RESULT_BYTES: "1048576",
+      EDGEPOOL_PIPELINE_DEPTH: "2",
       DATABASE_URL: "postgres://u:secret@db:5432/app",
       EDGEPOOL_ADMIN_TOKEN: "t0ken",
     };
@@ -178,6 +181,7 @@ describe("options from EDGEPOOL_* variables", () => {
       validateAfterIdleMs: 500,
       queryTimeoutMs: 15000,
       maxResultBytes: 1048576,
+      pipelineDepth: 2,
     });
   });
 

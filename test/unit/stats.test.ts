@@ -23,6 +23,7 @@ describe("stats", () => {
       connectFailures: 0,
       leasesExpired: 0,
       leasesLost: 0,
+      pipelined: 0,
       closed: { "idle-timeout": 0, "max-idle": 0, "max-lifetime": 0, "max-uses": 0, "lease-expired": 0, broken: 0, shutdown: 0 },
       acquireWaitMs: { p50: 0, p99: 0 },
       peakDemand: 0,
@@ -74,6 +75,7 @@ describe("stats", () => {
       connectFailures: 0,
       leasesExpired: 0,
       leasesLost: 0,
+      pipelined: 0,
     });
     expect(h.pool.stats().closed).toMatchObject({ "max-uses": 1, "idle-timeout": 1 });
   });
@@ -167,7 +169,7 @@ describe("sizing verdict", () => {
     expect(h.pool.stats().sizing).toEqual({
       verdict: "undersized",
       suggestedMaxConnections: 7,
-      reason: "peak demand 7 > maxConnections 4: 3 acquires waited, 3 timed out, 0 found the queue full",
+      reason: "peak demand 7 > maxConnections 4: 3 acquires waited, 0 were pipelined on a busy connection, 3 timed out, 0 found the queue full",
     });
   });
 

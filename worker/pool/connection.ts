@@ -55,6 +55,10 @@ export class Lease<H> {
   /** Queries running now; a lease is not reclaimed while one runs. */
   inflight = 0;
   lastActivityAt: number;
+  /** Borrowers holding it: more than one while one-shot queries are pipelined on its connection. */
+  holders = 1;
+  /** A holder asked for a reset; it runs when the last one gives the lease back. */
+  resetOnRelease = false;
 
   constructor(
     readonly id: number,
@@ -62,6 +66,8 @@ export class Lease<H> {
     readonly acquiredAt: number,
     /** How long the borrower waited in the queue. */
     readonly waitedMs: number,
+    /** Taken for one independent statement: other one-shot queries may be pipelined on it. A session lease never shares. */
+    readonly shared = false,
   ) {
     this.lastActivityAt = acquiredAt;
   }

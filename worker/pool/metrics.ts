@@ -12,6 +12,8 @@ export class Metrics {
   connectFailures = 0;
   leasesExpired = 0;
   leasesLost = 0;
+  /** One-shot queries pipelined on a connection that was already running one. */
+  pipelined = 0;
   /** Acquires that had to queue because every connection was busy at max. */
   waited = 0;
   /** Highest leased + waiting seen: the concurrent executors the pool had to serve. */
@@ -43,7 +45,8 @@ export interface Sizing {
 
 /**
  * The balance rule: concurrent executors ≤ maxConnections means nobody waits.
- * Undersized when borrowers waited or timed out; oversized when the peak stayed
+ * Undersized when borrowers waited, timed out or shared a busy connection
+ * (pipelined); oversized when the peak stayed
  * at half of max or below.
  */
 export function sizing(metrics: Metrics, maxConnections: number, minConnections: number): Sizing {
@@ -51,11 +54,11 @@ export function sizing(metrics: Metrics, maxConnections: number, minConnections:
   if (metrics.acquired === 0 && metrics.timeouts === 0 && metrics.queueFull === 0) {
     return { verdict: "idle", suggestedMaxConnections: maxConnections, reason: "no demand measured yet" };
   }
-  if (metrics.waited > 0 || metrics.timeouts > 0 || metrics.queueFull > 0) {
+  if (metrics.waited > 0 || metrics.pipelined > 0 || metrics.timeouts > 0 || metrics.queueFull > 0) {
     return {
       verdict: "undersized",
       suggestedMaxConnections: Math.max(peak, maxConnections + 1),
-      reason: `peak demand ${peak} > maxConnections ${maxConnections}: ${metrics.waited} acquires waited, ${metrics.timeouts} timed out, ${metrics.queueFull} found the queue full`,
+      reason: `peak demand ${peak} > maxConnections ${maxConnections}: ${metrics.waited} acquires waited, ${metrics.pipelined} were pipelined on a busy connection, ${metrics.timeouts} timed out, ${metrics.queueFull} found the queue full`,
     };
   }
   if (maxConnections > 1 && peak * 2 <= maxConnections) {

@@ -20,6 +20,7 @@ export interface PoolOptions {
   validateAfterIdleMs: number;
   queryTimeoutMs: number;
   maxResultBytes: number;
+  pipelineDepth: number;
 }
 
 /** Defaults of design §3. `maxIdle` defaults to `maxConnections` and is filled in by `resolveOptions`. */
@@ -41,6 +42,7 @@ export const DEFAULTS: Readonly<Omit<PoolOptions, "maxIdle">> = {
   validateAfterIdleMs: 30_000,
   queryTimeoutMs: 0,
   maxResultBytes: 16 * 1024 * 1024,
+  pipelineDepth: 4,
 };
 
 /** An outbound socket keeps a Durable Object alive for at most 15 minutes (design §6). */
@@ -68,6 +70,7 @@ const MINIMUM: Record<Exclude<keyof PoolOptions, "resetQuery">, number> = {
   validateAfterIdleMs: 0,
   queryTimeoutMs: 0,
   maxResultBytes: 1,
+  pipelineDepth: 1,
 };
 
 const KEYS = new Set<string>([...Object.keys(MINIMUM), "resetQuery"]);

@@ -36,6 +36,12 @@ export interface PoolDeps<H> {
 export interface AcquireOptions {
   /** Overrides `acquireTimeoutMs` for this call. */
   timeoutMs?: number;
+  /**
+   * The borrower runs one statement that leaves no session state (a one-shot
+   * query): when every connection is busy at max and nobody waits, it may be
+   * pipelined on a connection already running one, up to `pipelineDepth`.
+   */
+  shared?: boolean;
 }
 
 /** Live counters of one tenant's pool (design §5). */
@@ -59,6 +65,8 @@ export interface PoolStats {
   leasesExpired: number;
   /** Leases ended because their connection died under them. */
   leasesLost: number;
+  /** One-shot queries pipelined on a busy connection instead of waiting for a free one. */
+  pipelined: number;
   closed: Record<CloseReason, number>;
   acquireWaitMs: { p50: number; p99: number };
   peakDemand: number;
@@ -67,6 +75,7 @@ export interface PoolStats {
 
 interface Waiter<H> {
   readonly enqueuedAt: number;
+  readonly shared: boolean;
   readonly resolve: (lease: Lease<H>) => void;
   readonly reject: (error: PoolError) => void;
   timer: unknown;
@@ -95,6 +104,10 @@ export class Pool<H> {
     returning: new Set(), closing: new Set(), closed: new Set(),
   };
   private readonly waiters: Waiter<H>[] = [];
+  /** Shared leases that can carry one more pipelined query. */
+  private readonly shareable = new Set<Lease<H>>();
+  /** Borrowers beyond the first on shared leases: pipelined queries in progress. */
+  private riders = 0;
   private nextConnectionId = 1;
   private nextLeaseId = 1;
   private failedConnects = 0;
@@ -141,12 +154,15 @@ export class Pool<H> {
       return Promise.reject(this.error("POOL_DISABLED", "maxConnections is 0: the pool is disabled"));
     }
     const now = this.clock.now();
+    const shared = options.shared === true;
     const free = this.waiters.length === 0 ? this.takeIdle(now) : undefined;
     if (free && !this.needsValidation(free, now)) {
-      const lease = this.grant(free, now, now);
+      const lease = this.grant(free, now, now, shared);
       this.grow(now); // minIdle: replace the idle connection just taken
       return Promise.resolve(lease);
     }
+    const ride = !free && shared && this.waiters.length === 0 ? this.rideable() : undefined;
+    if (ride) return Promise.resolve(this.ride(ride, now, now));
     // Borrowers that a free (to validate), opening or still-openable connection will serve do not count as queued.
     const coming = (free ? 1 : 0) + this.sets.opening.size + Math.max(0, this.options.maxConnections - this.total);
     const queued = this.waiters.length - coming;
@@ -158,7 +174,7 @@ export class Pool<H> {
     if (full) this.metrics.waited++;
     const timeoutMs = options.timeoutMs ?? this.options.acquireTimeoutMs;
     return new Promise<Lease<H>>((resolve, reject) => {
-      const waiter: Waiter<H> = { enqueuedAt: now, resolve, reject, timer: undefined, settled: false };
+      const waiter: Waiter<H> = { enqueuedAt: now, shared, resolve, reject, timer: undefined, settled: false };
       waiter.timer = this.clock.setTimer(() => this.expireWaiter(waiter, timeoutMs), timeoutMs);
       this.waiters.push(waiter);
       this.notePeak();
@@ -202,14 +218,23 @@ export class Pool<H> {
    */
   release(lease: Lease<H>, options: { reset?: boolean } = {}): void {
     if (lease.state !== "active") return;
-    lease.state = "released";
     this.metrics.released++;
+    if (options.reset !== false) lease.resetOnRelease = true;
+    if (lease.holders > 1) {
+      // A pipelined query is done; the connection stays with the others, and has room for one more.
+      lease.holders--;
+      this.riders--;
+      if (lease.shared) this.shareable.add(lease);
+      this.pump();
+      return;
+    }
+    this.end(lease, "released");
     const c = lease.connection;
     c.lease = undefined;
     const now = this.clock.now();
     const reason = this.retireReason(c, now);
     if (reason) return this.retire(c, reason);
-    if (options.reset === false) return this.toIdle(c, now, true);
+    if (!lease.resetOnRelease) return this.toIdle(c, now, true);
     this.move(c, "returning");
     this.driver.reset(c.handle as H).then(
       () => this.toIdle(c, this.clock.now(), true),
@@ -236,7 +261,7 @@ export class Pool<H> {
   /** Ends a lease whose connection died: the slot is freed, later use fails with `LEASE_LOST`. */
   private lose(lease: Lease<H>, cause = "the server closed the connection"): PoolError {
     if (lease.state === "active") {
-      lease.state = "lost";
+      this.end(lease, "lost");
       this.metrics.leasesLost++;
       lease.connection.lease = undefined;
       lease.connection.broken = true;
@@ -261,7 +286,7 @@ export class Pool<H> {
     );
     for (const c of result.expired) {
       const lease = c.lease!;
-      lease.state = "expired";
+      this.end(lease, "expired");
       c.lease = undefined;
       this.metrics.leasesExpired++;
       this.retire(c, "lease-expired");
@@ -312,6 +337,7 @@ export class Pool<H> {
       connectFailures: m.connectFailures,
       leasesExpired: m.leasesExpired,
       leasesLost: m.leasesLost,
+      pipelined: m.pipelined,
       closed: { ...m.closed },
       acquireWaitMs: { p50: m.waitPercentile(50), p99: m.waitPercentile(99) },
       peakDemand: m.peakDemand,
@@ -324,8 +350,15 @@ export class Pool<H> {
     const now = this.clock.now();
     while (this.waiters.length > 0) {
       const c = this.takeIdle(now);
-      if (!c) break;
-      this.serve(this.waiters.shift()!, c, now);
+      if (c) {
+        this.serve(this.waiters.shift()!, c, now);
+        continue;
+      }
+      // In FIFO order: a one-shot at the head may ride on a busy connection; a lease at the head waits for a free one.
+      const ride = this.waiters[0]!.shared ? this.rideable() : undefined;
+      if (!ride) break;
+      const waiter = this.waiters.shift()!;
+      this.ride(ride, waiter.enqueuedAt, now, waiter);
     }
     this.grow(now);
     this.armPumpTimer(now);
@@ -338,7 +371,7 @@ export class Pool<H> {
 
   private serve(waiter: Waiter<H>, c: Connection<H>, now: number): void {
     if (!this.needsValidation(c, now)) {
-      this.grant(c, waiter.enqueuedAt, now, waiter);
+      this.grant(c, waiter.enqueuedAt, now, waiter.shared, waiter);
       return;
     }
     this.move(c, "validating");
@@ -353,7 +386,7 @@ export class Pool<H> {
           }
           this.toIdle(c, at);
           this.pump();
-        } else this.grant(c, waiter.enqueuedAt, at, waiter);
+        } else this.grant(c, waiter.enqueuedAt, at, waiter.shared, waiter);
       },
       () => {
         this.retire(c, "broken");
@@ -363,17 +396,56 @@ export class Pool<H> {
     );
   }
 
-  private grant(c: Connection<H>, enqueuedAt: number, now: number, waiter?: Waiter<H>): Lease<H> {
+  private grant(c: Connection<H>, enqueuedAt: number, now: number, shared: boolean, waiter?: Waiter<H>): Lease<H> {
     this.move(c, "leased");
     c.uses++;
-    const lease = new Lease(this.nextLeaseId++, c, now, now - enqueuedAt);
+    const lease = new Lease(this.nextLeaseId++, c, now, now - enqueuedAt, shared);
     c.lease = lease;
+    if (shared && this.options.pipelineDepth > 1) this.shareable.add(lease);
     this.metrics.acquired++;
     this.metrics.recordWait(now - enqueuedAt);
     this.notePeak();
     this.want(now + this.options.leaseTimeoutMs);
     if (waiter) this.settle(waiter, lease);
     return lease;
+  }
+
+  /**
+   * The shared lease with the fewest queries on it that can take one more;
+   * only when the pool is at max (a new connection is the better choice below
+   * it) and the connection is not due to retire.
+   */
+  private rideable(): Lease<H> | undefined {
+    if (this.total < this.options.maxConnections) return undefined;
+    const now = this.clock.now();
+    let best: Lease<H> | undefined;
+    for (const lease of this.shareable) {
+      const c = lease.connection;
+      if (c.broken || c.retireAt <= now || (this.options.maxUses > 0 && c.uses >= this.options.maxUses)) continue;
+      if (!best || lease.holders < best.holders) best = lease;
+    }
+    return best;
+  }
+
+  /** Pipelines one more one-shot query on a shared lease's connection. */
+  private ride(lease: Lease<H>, enqueuedAt: number, now: number, waiter?: Waiter<H>): Lease<H> {
+    lease.holders++;
+    this.riders++;
+    if (lease.holders >= this.options.pipelineDepth) this.shareable.delete(lease);
+    lease.connection.uses++;
+    this.metrics.acquired++;
+    this.metrics.pipelined++;
+    this.metrics.recordWait(now - enqueuedAt);
+    this.notePeak();
+    if (waiter) this.settle(waiter, lease);
+    return lease;
+  }
+
+  /** A lease is over (its last holder released it, or it was reclaimed or lost): nobody rides on it any more. */
+  private end(lease: Lease<H>, state: Exclude<Lease<H>["state"], "active">): void {
+    lease.state = state;
+    this.shareable.delete(lease);
+    this.riders -= lease.holders - 1;
   }
 
   private settle(waiter: Waiter<H>, lease?: Lease<H>, error?: PoolError): void {
@@ -562,7 +634,7 @@ export class Pool<H> {
   }
 
   private notePeak(): void {
-    const demand = this.sets.leased.size + this.sets.validating.size + this.waiters.length;
+    const demand = this.sets.leased.size + this.sets.validating.size + this.riders + this.waiters.length;
     if (demand > this.metrics.peakDemand) this.metrics.peakDemand = demand;
   }
 
