@@ -24,20 +24,17 @@ export function noteStatement(handle: PgHandle, text: string): void {
 }
 
 /**
- * `DISCARD ALL` without its `DEALLOCATE ALL`: the same session reset, except that
- * statements the pool prepared over the protocol survive (postgres.js keeps
- * using them); statements a session made with `PREPARE` are dropped as before.
+ * `DISCARD ALL` as its documented steps, less `DEALLOCATE ALL`, ending with the
+ * names of the statements the session made with `PREPARE`: the reset then
+ * deallocates those, while the statements the pool prepared over the protocol
+ * survive (postgres.js keeps using them).
  */
 const DISCARD_ALL_KEEPING_PREPARED = [
   "close all", "set session authorization default", "reset all", "unlisten *", "select pg_advisory_unlock_all()",
-  "discard plans", "discard temp", "discard sequences",
-  "do $$ declare s record; begin for s in select name from pg_prepared_statements where from_sql loop execute format('deallocate %I', s.name); end loop; end $$",
+  "discard plans", "discard temp", "discard sequences", "select name from pg_prepared_statements where from_sql",
 ].join("; ");
 
-/** What a reset runs for `resetQuery`: the default `DISCARD ALL` keeps the pool's prepared statements. */
-export function resetStatement(resetQuery: string): string {
-  return /^\s*discard\s+all\s*;?\s*$/i.test(resetQuery) ? DISCARD_ALL_KEEPING_PREPARED : resetQuery;
-}
+const isDiscardAll = (query: string) => /^\s*discard\s+all\s*;?\s*$/i.test(query);
 
 /** SQLSTATE classes and postgres.js codes that mean the connection itself is gone. */
 const FATAL_CODES = new Set(["CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED", "CONNECT_TIMEOUT", "57P01", "57P02", "57P03"]);
@@ -67,9 +64,9 @@ export function pgDriver(config: PgDriverConfig): Driver<PgHandle> {
   const { options } = config;
   const url = new URL(config.connectionString);
   const target = `${url.hostname}:${url.port || "5432"}`;
-  const reset = resetStatement(options.resetQuery);
+  const keepPrepared = isDiscardAll(options.resetQuery);
   // A custom resetQuery that drops statements ends prepared one-shots on every connection it resets.
-  const resetDrops = reset !== DISCARD_ALL_KEEPING_PREPARED && DROPS_STATEMENTS.test(reset);
+  const resetDrops = !keepPrepared && DROPS_STATEMENTS.test(options.resetQuery);
   return {
     target,
     async open(signal) {
@@ -108,10 +105,15 @@ export function pgDriver(config: PgDriverConfig): Driver<PgHandle> {
       await handle.sql.unsafe("select 1", [], UNNAMED);
     },
     async reset(handle) {
-      const steps = [handle.sql.unsafe("rollback", [], UNNAMED)];
-      if (reset) steps.push(handle.sql.unsafe(reset, [], UNNAMED));
-      if (resetDrops) handle.canPrepare = false;
-      await Promise.all(steps);
+      const rollback = handle.sql.unsafe("rollback", [], UNNAMED);
+      if (!keepPrepared) {
+        if (resetDrops) handle.canPrepare = false;
+        await Promise.all([rollback, options.resetQuery ? handle.sql.unsafe(options.resetQuery, [], UNNAMED) : undefined]);
+        return;
+      }
+      const [, results] = await Promise.all([rollback, handle.sql.unsafe(DISCARD_ALL_KEEPING_PREPARED, [], UNNAMED)]);
+      const names = (results as unknown as { name: string }[][]).at(-1)!.map((row) => `deallocate "${row.name.replaceAll('"', '""')}"`);
+      if (names.length > 0) await handle.sql.unsafe(names.join("; "), [], UNNAMED);
     },
     async close(handle) {
       await handle.sql.end({ timeout: 0 });

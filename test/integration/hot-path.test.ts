@@ -26,7 +26,7 @@ describe("hot path", () => {
     expect(await executions(conn)).toEqual([{ executions: 3 }]);
     // A lease's own queries are not prepared; what it prepares with PREPARE is its session state.
     await conn.query("select $1::int as lease_only", [1]);
-    await conn.query("prepare mine as select 1");
+    await conn.query('prepare "mine""odd" as select 1'); // a name that needs quoting to be deallocated
     await conn.release(); // the reset: DISCARD ALL, except the pool's own statements
 
     const again = (await db.query<{ n: number; pid: number }>(text, [10]))[0]!;
