@@ -17,9 +17,10 @@ export function respond(reply: Reply<unknown>, okStatus = 200): Response {
   return Response.json({ error: reply.error }, { status });
 }
 
-/** An error as an HTTP response. */
-export function fail(error: unknown, tenant: string): Response {
-  return respond({ ok: false, error: toShape(error, tenant) });
+/** An error as an HTTP response; `status` overrides the one its code maps to. */
+export function fail(error: unknown, tenant: string, status?: number): Response {
+  const shape = toShape(error, tenant);
+  return status === undefined ? respond({ ok: false, error: shape }) : Response.json({ error: shape }, { status });
 }
 
 /** Checks `Authorization: Bearer <EDGEPOOL_ADMIN_TOKEN>`; client tokens are refused here. */

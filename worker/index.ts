@@ -51,7 +51,7 @@ const handler = {
     if (pathname === "/" || pathname === "/healthz") return Response.json({ service: "edgepool", ok: true });
     const match = TENANT_ROUTE.exec(pathname);
     if (!match) {
-      return Response.json({ error: toShape(new PoolError("BAD_REQUEST", "", `no route ${request.method} ${pathname}`), "") }, { status: 404 });
+      return fail(new PoolError("BAD_REQUEST", "", `no route ${request.method} ${pathname}`), "", 404);
     }
     let tenant = match[1]!;
     try {
