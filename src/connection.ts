@@ -21,17 +21,17 @@ export class Connection {
   readonly tenant: string;
   readonly #lease: LeaseApi;
   readonly #call: CallOptions | undefined;
-  readonly #close: (() => void) | undefined;
+  readonly #giveBack: () => unknown;
   #released = false;
 
-  /** `close` ends the lease's transport (a remote lease's WebSocket) after release. */
-  constructor(tenant: string, id: number, pid: number, lease: LeaseApi, call?: CallOptions, close?: () => void) {
+  /** `giveBack` returns the lease to its coordinator (it depends on the transport); `release()` calls it once. */
+  constructor(tenant: string, id: number, pid: number, lease: LeaseApi, call: CallOptions | undefined, giveBack: () => unknown) {
     this.tenant = tenant;
     this.id = id;
     this.pid = pid;
     this.#lease = lease;
     this.#call = call;
-    this.#close = close;
+    this.#giveBack = giveBack;
   }
 
   /** Tagged-template query; interpolated values are always bound parameters. */
@@ -67,24 +67,15 @@ export class Connection {
   }
 
   /**
-   * Gives the connection back; idempotent. The release is sent, not awaited:
-   * the coordinator rolls back and resets the session when it arrives, and
-   * the caller does not wait a round trip for that.
+   * Gives the connection back; idempotent. Sent, not awaited: the coordinator
+   * rolls back and resets the session when the release reaches it, and the
+   * caller does not wait a round trip for that.
    */
   async release(): Promise<void> {
     if (this.#released) return;
     this.#released = true;
-    const lease = this.#lease;
-    const close = this.#close;
-    void Promise.resolve()
-      .then(() => lease.release())
-      // A failed release means the coordinator is gone: its sockets, and this lease, went with it.
-      .catch(() => {})
-      .finally(() => {
-        // An RPC stub answers any property name, so only the disposer is looked up on it.
-        (lease as Partial<Disposable>)[Symbol.dispose]?.();
-        close?.();
-      });
+    // A failed release means the coordinator is gone: its sockets, and this lease, went with it.
+    void Promise.resolve().then(this.#giveBack).catch(() => {});
   }
 
   async [Symbol.asyncDispose](): Promise<void> {

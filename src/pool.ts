@@ -1,6 +1,6 @@
 import { PoolError } from "./errors.ts";
 import { Connection, unwrap } from "./connection.ts";
-import type { CallOptions, CoordinatorApi, Reply } from "./protocol.ts";
+import type { CallOptions, CoordinatorApi, LeaseApi, Reply } from "./protocol.ts";
 import { remoteCoordinator } from "./remote.ts";
 import { toResult, type Result } from "./result.ts";
 import { checkParams, statement } from "./sql.ts";
@@ -54,7 +54,7 @@ export interface PoolClient {
 
 /** Creates a client for one tenant's pool. */
 export function createPool(target: PoolTarget, options: ClientOptions = {}): PoolClient {
-  const { tenant, call, coordinator } = resolve(target, options);
+  const { tenant, call, coordinator, direct } = resolve(target, options);
   const run = async <Row>(text: string, params: unknown[] = []): Promise<Result<Row>> => {
     checkParams(tenant, params);
     const reply = await rpc(tenant, () => coordinator().query(tenant, text, params, call));
@@ -76,7 +76,7 @@ export function createPool(target: PoolTarget, options: ClientOptions = {}): Poo
       }
     },
     // Overrides are checked like any options; the lease comes over this client's stub.
-    getConnection: async (more = {}) => acquire(tenant, resolve(target, { ...options, ...more, tenant }).call, coordinator),
+    getConnection: async (more = {}) => acquire(tenant, resolve(target, { ...options, ...more, tenant }).call, coordinator, direct),
     async stats() {
       return unwrap(await rpc(tenant, () => coordinator().stats(tenant))) as Record<string, unknown>;
     },
@@ -86,18 +86,41 @@ export function createPool(target: PoolTarget, options: ClientOptions = {}): Poo
 
 /** Leases a connection from a tenant's pool, waiting at most `acquireTimeoutMs`. */
 export async function getConnection(target: PoolTarget, options: ClientOptions = {}): Promise<Connection> {
-  const { tenant, call, coordinator } = resolve(target, options);
-  return acquire(tenant, call, coordinator);
+  const { tenant, call, coordinator, direct } = resolve(target, options);
+  return acquire(tenant, call, coordinator, direct);
 }
 
-async function acquire(tenant: string, call: CallOptions, coordinator: () => CoordinatorApi): Promise<Connection> {
+async function acquire(tenant: string, call: CallOptions, coordinator: () => CoordinatorApi, direct: boolean): Promise<Connection> {
   const reply = await rpc(tenant, () => coordinator().acquire(tenant, call));
   const { id, pid, lease, close } = unwrap(reply);
-  return new Connection(tenant, id, pid, lease, call, close);
+  return new Connection(tenant, id, pid, lease, call, giveBack(lease, close, direct));
+}
+
+/**
+ * How a lease goes back. The Durable Object's own stub: disposing it runs the
+ * lease's disposer in the coordinator, no round trip. Through a service
+ * binding the disposal reaches the coordinator only when the entrypoint's
+ * call ends, so `release()` is called first. A remote lease ends with its
+ * WebSocket session.
+ */
+function giveBack(lease: LeaseApi, close: (() => void) | undefined, direct: boolean): () => unknown {
+  // An RPC stub answers any property name, so only the disposer is looked up on it.
+  const dispose = () => (lease as Partial<Disposable>)[Symbol.dispose]?.();
+  if (close) return close;
+  if (direct) return dispose;
+  return () => lease.release().finally(dispose);
+}
+
+/** What a target resolves to: the tenant, the per-call options, the coordinator, and whether it is the Durable Object itself. */
+interface Resolved {
+  tenant: string;
+  call: CallOptions;
+  coordinator: () => CoordinatorApi;
+  direct: boolean;
 }
 
 /** Checks client options where they enter and picks the transport for the target. */
-function resolve(target: PoolTarget, options: ClientOptions): { tenant: string; call: CallOptions; coordinator: () => CoordinatorApi } {
+function resolve(target: PoolTarget, options: ClientOptions): Resolved {
   const tenant = options.tenant ?? "default";
   for (const key of Object.keys(options)) {
     if (!CLIENT_KEYS.has(key)) throw new PoolError("INVALID_OPTION", tenant, `option "${key}" is not a client option (known: ${[...CLIENT_KEYS].join(", ")})`);
@@ -109,7 +132,7 @@ function resolve(target: PoolTarget, options: ClientOptions): { tenant: string; 
   if (typeof target !== "string") {
     // One stub per client, made on first use: a stub per call costs a lookup and a new RPC session each time.
     let stub: CoordinatorApi | undefined;
-    return { tenant, call, coordinator: () => (stub ??= binding(target, tenant)) };
+    return { tenant, call, coordinator: () => (stub ??= binding(target, tenant)), direct: isNamespace(target) };
   }
   if (!/^https?:\/\//.test(target) || !URL.canParse(target)) {
     throw new PoolError("INVALID_OPTION", tenant, `target ${JSON.stringify(target)} must be the coordinator's http(s) URL`);
@@ -118,17 +141,18 @@ function resolve(target: PoolTarget, options: ClientOptions): { tenant: string; 
     throw new PoolError("INVALID_OPTION", tenant, `option "token" is required for a remote target (POST /v1/tenants/${tenant}/tokens issues one)`);
   }
   const remote = remoteCoordinator(target, tenant, options.token);
-  return { tenant, call, coordinator: () => remote };
+  return { tenant, call, coordinator: () => remote, direct: false };
 }
 
-function binding(target: Exclude<PoolTarget, string>, tenant: string): CoordinatorApi {
+function isNamespace(target: Exclude<PoolTarget, string>): target is NamespaceLike {
   // A service binding answers every property name (it is an RPC stub), so test for `fetch` first:
   // a Durable Object namespace has none.
   const t = target as Partial<NamespaceLike> & { fetch?: unknown };
-  if (typeof t.fetch !== "function" && typeof t.idFromName === "function" && typeof t.get === "function") {
-    return t.get(t.idFromName(tenant) as never) as CoordinatorApi;
-  }
-  return target as CoordinatorApi;
+  return typeof t.fetch !== "function" && typeof t.idFromName === "function" && typeof t.get === "function";
+}
+
+function binding(target: Exclude<PoolTarget, string>, tenant: string): CoordinatorApi {
+  return isNamespace(target) ? (target.get(target.idFromName(tenant) as never) as CoordinatorApi) : (target as CoordinatorApi);
 }
 
 /** A call that failed in transport (not with a reply) becomes an `INTERNAL` error naming the cause. */

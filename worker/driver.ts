@@ -24,13 +24,14 @@ export function noteStatement(handle: PgHandle, text: string): void {
 }
 
 /**
- * `DISCARD ALL` as its documented steps, less `DEALLOCATE ALL`, ending with the
- * names of the statements the session made with `PREPARE`: the reset then
- * deallocates those, while the statements the pool prepared over the protocol
- * survive (postgres.js keeps using them).
+ * The default reset in one message: `ROLLBACK`, then `DISCARD ALL` as its
+ * documented steps less `DEALLOCATE ALL`, ending with the names of the
+ * statements the session made with `PREPARE`: the reset then deallocates
+ * those, while the statements the pool prepared over the protocol survive
+ * (postgres.js keeps using them).
  */
 const DISCARD_ALL_KEEPING_PREPARED = [
-  "close all", "set session authorization default", "reset all", "unlisten *", "select pg_advisory_unlock_all()",
+  "rollback", "close all", "set session authorization default", "reset all", "unlisten *", "select pg_advisory_unlock_all()",
   "discard plans", "discard temp", "discard sequences", "select name from pg_prepared_statements where from_sql",
 ].join("; ");
 
@@ -105,13 +106,13 @@ export function pgDriver(config: PgDriverConfig): Driver<PgHandle> {
       await handle.sql.unsafe("select 1", [], UNNAMED);
     },
     async reset(handle) {
-      const rollback = handle.sql.unsafe("rollback", [], UNNAMED);
       if (!keepPrepared) {
         if (resetDrops) handle.canPrepare = false;
+        const rollback = handle.sql.unsafe("rollback", [], UNNAMED);
         await Promise.all([rollback, options.resetQuery ? handle.sql.unsafe(options.resetQuery, [], UNNAMED) : undefined]);
         return;
       }
-      const [, results] = await Promise.all([rollback, handle.sql.unsafe(DISCARD_ALL_KEEPING_PREPARED, [], UNNAMED)]);
+      const results = await handle.sql.unsafe(DISCARD_ALL_KEEPING_PREPARED, [], UNNAMED);
       const names = (results as unknown as { name: string }[][]).at(-1)!.map((row) => `deallocate "${row.name.replaceAll('"', '""')}"`);
       if (names.length > 0) await handle.sql.unsafe(names.join("; "), [], UNNAMED);
     },
