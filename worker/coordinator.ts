@@ -101,7 +101,7 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
       const [pool, lease] = await this.borrow(tenant, options, !reset);
       const limits = queryLimits(pool, options);
       try {
-        return await pool.use(lease, (handle) => execute(handle, text, params, limits, true));
+        return await pool.use(lease, (handle) => execute(handle, text, params, limits));
       } catch (error) {
         reset = true;
         throw error;

@@ -53,17 +53,17 @@ export interface QueryLimits {
  * the server (`QUERY_TIMEOUT`); a result above `maxResultBytes` is refused
  * (`RESULT_TOO_LARGE`). Either way the connection stays usable.
  *
- * With `prepare`, a statement with parameters is prepared once per connection
- * and only bound afterwards: one round trip instead of two (postgres.js asks
- * the server for the parameter types of an unnamed statement first), no parse
- * on the server, and it can be pipelined. Only one-shot queries prepare: a
- * lease's statements would stay prepared after the lease. The pool's reset
- * keeps these statements (see driver.ts); a connection on which something may
- * have dropped them (`DEALLOCATE`, `DISCARD ALL`) prepares no more.
+ * A statement with parameters is prepared once per connection and only bound
+ * afterwards: one round trip instead of two (postgres.js asks the server for
+ * the parameter types of an unnamed statement first), no parse on the server,
+ * and it can be pipelined. The pool's reset keeps these statements (see
+ * driver.ts); a connection on which something may have dropped them
+ * (`DEALLOCATE`, `DISCARD ALL`) prepares no more, since postgres.js's cache
+ * would name statements the server no longer has.
  */
-export async function execute(handle: PgHandle, text: string, params: unknown[] = [], limits: QueryLimits, prepare = false): Promise<QueryResult> {
+export async function execute(handle: PgHandle, text: string, params: unknown[] = [], limits: QueryLimits): Promise<QueryResult> {
   noteStatement(handle, text);
-  const query = handle.sql.unsafe(text, params as never[], { prepare: prepare && handle.canPrepare && params.length > 0 });
+  const query = handle.sql.unsafe(text, params as never[], { prepare: handle.canPrepare && params.length > 0 });
   const started = Date.now();
   let timedOut = false;
   const timer = limits.queryTimeoutMs > 0 ? setTimeout(() => {

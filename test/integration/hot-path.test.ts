@@ -7,7 +7,7 @@ const sql = observer();
 afterAll(() => sql.end());
 
 describe("hot path", () => {
-  it("a one-shot statement with parameters is prepared once per connection; the reset keeps it but drops what a lease prepared", async () => {
+  it("a statement with parameters is prepared once per connection; the reset keeps it but drops what a session made with PREPARE", async () => {
     const tenant = tenantName("prepared");
     await configure(tenant, { maxConnections: 1 });
     const db = createPool(testEnv.EDGEPOOL, { tenant });
@@ -24,8 +24,8 @@ describe("hot path", () => {
     const conn = await db.getConnection();
     expect(conn.pid).toBe(pid);
     expect(await executions(conn)).toEqual([{ executions: 3 }]);
-    // A lease's own queries are not prepared; what it prepares with PREPARE is its session state.
-    await conn.query("select $1::int as lease_only", [1]);
+    // A lease's statements are prepared the same way; what it prepares with PREPARE is its session state.
+    await conn.query("select $1::int as lease_too", [1]);
     await conn.query('prepare "mine""odd" as select 1'); // a name that needs quoting to be deallocated
     await conn.release(); // the reset: DISCARD ALL, except the pool's own statements
 
@@ -34,8 +34,8 @@ describe("hot path", () => {
     const next = await db.getConnection();
     expect(next.pid).toBe(pid);
     expect(await executions(next)).toEqual([{ executions: 4 }]);
-    const left = await next.query<{ statement: string }>("select statement from pg_prepared_statements where statement like '%mine%' or statement like '%lease_only%'");
-    expect([...left].filter((r) => !r.statement.includes("pg_prepared_statements"))).toEqual([]);
+    const left = await next.query<{ statement: string; from_sql: boolean }>("select statement, from_sql from pg_prepared_statements where statement like '%mine%' or statement like '%lease_too%'");
+    expect([...left].filter((r) => !r.statement.includes("pg_prepared_statements"))).toEqual([{ statement: "select $1::int as lease_too", from_sql: false }]);
     // A session that drops prepared statements itself: the connection prepares no more, and still answers.
     await next.query("deallocate all");
     await next.release();
