@@ -213,8 +213,10 @@ export class Pool<H> {
   }
 
   /**
-   * Gives a lease's connection back; idempotent. With `reset` the connection
-   * is rolled back and `resetQuery` runs before anyone else gets it.
+   * Gives a lease's connection back; idempotent once the lease is over. A
+   * shared lease (pipelined one-shots) is given back once per holder, and the
+   * connection returns when the last one does. With `reset` (the default) the
+   * connection is rolled back and `resetQuery` runs before anyone else gets it.
    */
   release(lease: Lease<H>, options: { reset?: boolean } = {}): void {
     if (lease.state !== "active") return;
