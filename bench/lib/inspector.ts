@@ -1,0 +1,54 @@
+// The Worker isolate's JS heap, read over the DevTools protocol (wrangler's inspector proxy).
+
+export class Inspector {
+  private next = 0;
+  private readonly pending = new Map<number, (result: any) => void>();
+  private readonly ws: WebSocket;
+
+  private constructor(ws: WebSocket) {
+    this.ws = ws;
+    ws.binaryType = "arraybuffer";
+    ws.addEventListener("message", (event) => {
+      const text = typeof event.data === "string" ? event.data : new TextDecoder().decode(event.data as ArrayBuffer);
+      const message = JSON.parse(text) as { id?: number; result?: unknown };
+      if (message.id !== undefined) this.pending.get(message.id)?.(message.result);
+      if (message.id !== undefined) this.pending.delete(message.id);
+    });
+  }
+
+  static async connect(base: string): Promise<Inspector> {
+    const targets = (await (await fetch(new URL("/json", base))).json()) as { webSocketDebuggerUrl: string }[];
+    if (!targets[0]) throw new Error("no inspector target");
+    // wrangler's inspector proxy wants an Origin header from a local page.
+    const ws = new WebSocket(targets[0].webSocketDebuggerUrl, { headers: { Origin: "http://localhost" } } as never);
+    await new Promise((resolve, reject) => {
+      ws.addEventListener("open", resolve, { once: true });
+      ws.addEventListener("error", () => reject(new Error("inspector WebSocket refused")), { once: true });
+    });
+    return new Inspector(ws);
+  }
+
+  call<T>(method: string, params: object = {}): Promise<T> {
+    return new Promise((resolve, reject) => {
+      const id = ++this.next;
+      const timer = setTimeout(() => (this.pending.delete(id), reject(new Error(`${method} timed out`))), 5_000);
+      this.pending.set(id, (result) => (clearTimeout(timer), resolve(result as T)));
+      this.ws.send(JSON.stringify({ id, method, params }));
+    });
+  }
+
+  /** JS heap in use in the isolate (the bench Worker and both coordinators), MiB. workerd's inspector cannot force a GC, so garbage not yet collected counts. */
+  async heapMiB(): Promise<number> {
+    try {
+      const { usedSize } = await this.call<{ usedSize: number; totalSize: number }>("Runtime.getHeapUsage");
+      return usedSize / 2 ** 20;
+    } catch {
+      return NaN;
+    }
+  }
+
+  close(): void {
+    this.ws.close();
+  }
+}
+
