@@ -86,7 +86,7 @@ try {
   const workerd = workerContenders.length ? await startWorkerd(join(here, "wrangler.bench.toml"), databaseUrl, config, facts) : undefined;
   const workerdPids = workerd?.pids ?? [];
   const workerdRssIdle = workerdPids.length ? workerdPids.reduce((sum, pid) => sum + rssMiB(pid), 0) : NaN;
-  const workerdHeapIdle = workerd?.inspector ? await workerd.inspector.heapMiB() : NaN;
+  const workerdHeapIdle = workerd ? await workerd.heapMiB() : NaN;
 
   // pgbouncer ----------------------------------------------------------------------------------
   let pgbouncerUrl: string | undefined;
@@ -166,7 +166,8 @@ try {
       } else if (contender === "direct") {
         currentRssPids = [];
         const direct = postgres(databaseUrl, {
-          max: POOL_SIZE, prepare: false, idle_timeout: 0, max_lifetime: 0, onnotice: () => {},
+          // postgres.js's defaults, prepared statements included: the ceiling a JS client reaches.
+          max: POOL_SIZE, idle_timeout: 0, max_lifetime: 0, onnotice: () => {},
           connection: { application_name: "bench:direct" },
         });
         try {

@@ -18,8 +18,8 @@ interface Env extends CoordinatorEnv {
   BENCH_ECHO: DurableObjectNamespace<BenchEcho>;
 }
 
-/** What the Worker contenders do per operation; the last three measure workerd itself, for context. */
-export type WorkerContender = "naive" | "oneshot" | "lease" | "rpc-noop" | "pg-exclusive" | "pg-pipelined";
+/** What the Worker contenders do per operation; the last four measure workerd itself, for context. */
+export type WorkerContender = "naive" | "oneshot" | "lease" | "rpc-noop" | "rpc-pg" | "pg-exclusive" | "pg-pipelined";
 /** The two statements of the suite. */
 export type QueryName = "select1" | "point";
 
@@ -56,10 +56,24 @@ export interface RunResult {
 const ACCOUNTS = 100_000;
 const POINT_SELECT = "select abalance from pgbench_accounts where aid = $1";
 
-/** A Durable Object that does nothing: what one Workers RPC round trip to a Durable Object costs. */
-export class BenchEcho extends DurableObject {
+/**
+ * Durable Objects with none of edgepool's code: `ping` does nothing (what one Workers RPC round trip to a
+ * Durable Object costs); `pg` runs the query on the one postgres.js connection the object owns (the floor
+ * for a one-shot query: an RPC whose handler uses a socket).
+ */
+export class BenchEcho extends DurableObject<Env> {
+  #sql: postgres.Sql | undefined;
+
   async ping(value: number): Promise<{ ok: true; value: number }> {
     return { ok: true, value };
+  }
+
+  async pg(text: string, params: unknown[]): Promise<{ ok: true; value: { rows: unknown[]; count: number; command: string } }> {
+    this.#sql ??= postgres(this.env.DATABASE_URL, {
+      max: 1, prepare: false, idle_timeout: 0, max_lifetime: 0, onnotice: () => {}, connection: { application_name: "bench:context" },
+    });
+    const result = await this.#sql.unsafe(text, params as never[]);
+    return { ok: true, value: { rows: [...result], count: result.count, command: result.command } };
   }
 }
 
@@ -106,12 +120,14 @@ function statement(query: QueryName): [string, number[]] {
 
 /** postgres.js inside workerd without the pool, for context: the socket's share of a query's cost. */
 function contextOperation(env: Env, req: RunRequest): { op: Operation; close?: () => Promise<void> } {
-  if (req.contender === "rpc-noop") {
-    const stub = env.BENCH_ECHO.get(env.BENCH_ECHO.idFromName("echo"));
+  if (req.contender === "rpc-noop" || req.contender === "rpc-pg") {
+    const stub = env.BENCH_ECHO.get(env.BENCH_ECHO.idFromName(req.contender));
     return {
       op: async (into) => {
+        const [text, params] = statement(req.query);
         const t0 = Date.now();
-        await stub.ping(1);
+        if (req.contender === "rpc-pg") await stub.pg(text, params);
+        else await stub.ping(1);
         into?.latencies.push(Date.now() - t0);
         return 1;
       },
@@ -237,7 +253,7 @@ async function loops(concurrency: number, durationMs: number, op: Operation, int
 async function run(env: Env, req: RunRequest): Promise<RunResult> {
   const { concurrency, durationMs, warmupMs } = req;
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new Error(`bad concurrency ${concurrency}`);
-  const context = req.contender === "rpc-noop" || req.contender === "pg-exclusive" || req.contender === "pg-pipelined";
+  const context = req.contender !== "naive" && req.contender !== "oneshot" && req.contender !== "lease";
   const { op, close } = context ? contextOperation(env, req) : { op: operation(env, req), close: undefined };
   try {
     const warmup = warmupMs > 0 ? await loops(concurrency, warmupMs, op) : { ops: 0, queries: 0 };

@@ -6,9 +6,10 @@ import type { QueryName } from "../worker.ts";
 export const CONTENDERS = ["naive", "oneshot", "lease", "direct", "pgbouncer", "pgbench"] as const;
 export type Contender = (typeof CONTENDERS)[number];
 /** Measurements of workerd itself, for context (not contenders). */
-export type ContextProbe = "rpc-noop" | "pg-exclusive" | "pg-pipelined";
+export type ContextProbe = "rpc-noop" | "rpc-pg" | "pg-exclusive" | "pg-pipelined";
 export const CONTEXT: { probe: ContextProbe; concurrency: number; label: string }[] = [
   { probe: "rpc-noop", concurrency: 1, label: "Durable Object RPC round trip, method does nothing" },
+  { probe: "rpc-pg", concurrency: 1, label: "Durable Object RPC whose method runs the query on its own postgres.js connection (no pool: the floor for a one-shot)" },
   { probe: "pg-exclusive", concurrency: 1, label: "postgres.js inside workerd, one connection, no RPC" },
   { probe: "pg-exclusive", concurrency: 10, label: "postgres.js inside workerd, 10 connections used one query at a time (the pool's discipline), no RPC" },
   { probe: "pg-pipelined", concurrency: 100, label: "postgres.js inside workerd, one pool of 10 that pipelines queries, no RPC" },

@@ -109,6 +109,25 @@ function goals(all: Cell[], config: Config) {
   return out;
 }
 
+/**
+ * What the throughput goals are up against inside workerd: postgres.js in the bench Worker itself, no pool
+ * and no RPC, pipelining on 10 connections at 100 clients (a context probe, `select 1`), against direct.
+ */
+function ceiling(all: Cell[], contextRuns: Run[]): string[] {
+  const bare = med(cells(contextRuns).find((c) => c.contender === "pg-pipelined" && c.concurrency === 100), (r) => r.opsPerSec);
+  const direct = med(cellOf(all, "direct", "select1", 100), (r) => r.qps);
+  const bouncer = med(cellOf(all, "pgbouncer", "select1", 100), (r) => r.qps);
+  if (!Number.isFinite(bare) || !Number.isFinite(direct)) return [];
+  return [
+    `The ceiling inside workerd: postgres.js run by the bench Worker itself, with no pool and no RPC at all, pipelining on ${POOL_SIZE} connections, ` +
+      `served ${fmt(bare, 0)} \`select 1\`/s at 100 clients: ${fmt(bare / direct, 2)}× direct` +
+      (Number.isFinite(bouncer) ? ` and ${fmt(bare / bouncer, 2)}× pgbouncer` : "") +
+      ". workerd runs a Worker's JavaScript on one thread (load generator and coordinator together here), while direct has Node's thread to itself; " +
+      "a pool in a Durable Object adds an RPC to that, so no Durable Object pool can meet a throughput goal above this line on this machine.",
+    "",
+  ];
+}
+
 export function markdown(report: {
   started: string; durationSeconds: number; command: string; config: Config; machine: Record<string, unknown> & Machine;
   workerdRssIdleMiB: number; workerdHeapIdleMiB: number; skipped: Record<string, string>; runs: Run[]; contextRuns: Run[];
@@ -151,6 +170,7 @@ export function markdown(report: {
     "",
     "¹ workerd's clock moves in whole milliseconds, so sub-millisecond percentiles of Worker rows are good to about ±0.5 ms; the mean is exact and decides the lease goal.",
     "",
+    ...ceiling(all, report.contextRuns),
     "## Throughput vs concurrency",
     "",
     "![throughput vs concurrency](throughput.svg)",
@@ -208,7 +228,7 @@ export function markdown(report: {
   }
   lines.push(
     "",
-    "Above the pool size, acquire is mostly waiting for a connection (the FIFO queue); release stays one round trip.",
+    "Above the pool size, acquire is mostly waiting for a connection (the FIFO queue). `release()` only sends the release (the Durable Object's stub is disposed; the coordinator resets the connection when that arrives), so the caller does not wait for it.",
     "",
   );
 
@@ -217,7 +237,7 @@ export function markdown(report: {
     lines.push(
       "### What workerd itself costs here (context, `select 1`)",
       "",
-      "The same loops inside workerd, without edgepool: one Workers RPC round trip to a Durable Object that does nothing, and postgres.js straight from the bench Worker (no RPC, no pool).",
+      "The same loops inside workerd, without edgepool: one Workers RPC round trip to a Durable Object that does nothing; the same RPC whose method runs the query on a postgres.js connection the Durable Object owns (what any Durable Object pool pays per one-shot, before its own code); and postgres.js straight from the bench Worker (no RPC, no pool).",
       "",
       "| measurement | clients | operations/s | mean ms | workerd CPU µs/operation |",
       "|---|--:|--:|--:|--:|",
@@ -229,11 +249,11 @@ export function markdown(report: {
       lines.push(`| ${label} | ${concurrency} | ${spread(r.map((x) => x.opsPerSec), 0)} | ${spread(r.map((x) => x.latency.mean), 3)} | ${spread(r.map((x) => x.cpuUsPerQuery), 0)} |`);
     }
     const cpuOf = (probe: ContextProbe, concurrency: number) => med(ctx.find((c) => c.contender === probe && c.concurrency === concurrency), (r) => r.cpuUsPerQuery);
-    const oneshotCpu = med(cellOf(all, "oneshot", "select1", 10), (r) => r.cpuUsPerQuery);
+    const oneshotCpu = med(cellOf(all, "oneshot", "select1", 1), (r) => r.cpuUsPerQuery);
     lines.push(
       "",
-      `Read against the one-shot rows: a one-shot \`select 1\` at 10 clients cost ${fmt(oneshotCpu, 0)} µs of workerd CPU, where a no-op RPC round trip costs ${fmt(cpuOf("rpc-noop", 1), 0)} µs ` +
-        `and a bare postgres.js query on an exclusively used connection ${fmt(cpuOf("pg-exclusive", 10), 0)} µs; the rest is the coordinator's own work per call (a Durable Object call that waits on a socket, the pool's bookkeeping, copying the result into the reply). ` +
+      `Read against the one-shot rows: a one-shot \`select 1\` at 1 client cost ${fmt(oneshotCpu, 0)} µs of workerd CPU, where a Durable Object RPC that runs the query on its own connection, with no pool, costs ${fmt(cpuOf("rpc-pg", 1), 0)} µs ` +
+        `(a no-op RPC round trip ${fmt(cpuOf("rpc-noop", 1), 0)} µs, a bare postgres.js query on an exclusively used connection ${fmt(cpuOf("pg-exclusive", 1), 0)} µs: a Durable Object call that waits on a socket costs more than the two apart); the difference is edgepool's own work per call (checks, the pool's bookkeeping, the reply). ` +
         "All of it is paid on workerd's single JavaScript thread, which here also runs the load generator, so that thread, not Postgres, is what caps the Worker rows. " +
         `Pipelining (several queries in flight per connection, as the direct contender's postgres.js pool does above 10 clients) brings postgres.js in workerd to ${fmt(cpuOf("pg-pipelined", 100), 0)} µs per query.`,
       "",
@@ -276,7 +296,8 @@ export function markdown(report: {
     "- Every cell starts from an empty pool: the edgepool tenant is reconfigured (its coordinator starts a new pool), direct gets a new postgres.js pool, pgbouncer gets `RECONNECT`; the warm-up then opens what the concurrency needs.",
     "- Server connections: the peak number of `pg_stat_activity` client backends with the contender's `application_name`, sampled every 100 ms " +
       "(`edgepool:<tenant>` for the pool, `bench:naive`, `bench:direct`, `bench:pgbouncer`, `pgbench`). pgbouncer's server connections carry the `application_name` of the client they last served.",
-    "- All postgres.js clients (naive, the pool's driver, direct, pgbouncer's clients) use `prepare: false`: unnamed statements over the extended protocol, which is what edgepool's driver does and what pgbouncer 1.18's transaction mode needs; pgbench runs with `-M extended`.",
+    "- Prepared statements: edgepool's driver prepares statements with parameters once per connection (the point select; `select 1` has none and runs unnamed), direct uses postgres.js's defaults (it prepares every statement) and pgbench runs with `-M prepared`. " +
+      "pgbouncer's clients use `prepare: false` (unnamed statements, two round trips for one with parameters): pgbouncer 1.18 in transaction mode cannot carry prepared statements. Naive opens a new connection per query, where preparing gains nothing.",
     "- pgbouncer: the Debian package, run by the bench as the `postgres` user (it refuses root) with a temporary ini: transaction mode, `default_pool_size = 10`, `auth_type = scram-sha-256` with the password in a temporary `auth_file` (mode 0600), listening on 127.0.0.1 only.",
     "- workerd runs JavaScript on one thread: the load generator and the coordinator share it, so the Worker rows pay for both ends of every RPC on one core. " +
       "In production the calling Worker runs in another isolate (usually on another machine) and workerd's connection limits (6 opening sockets per invocation) apply; locally they do not.",
@@ -292,14 +313,14 @@ function contenderNotes(): string[] {
       "Nothing caps it: server connections grow with the requests in flight, which is the failure mode a pool exists to prevent; here connection setup (TCP, SCRAM on both ends, a new backend process) saturates the CPU first.",
     "- **edgepool one-shot** — `createPool(env.EDGEPOOL, { tenant }).sql` from Worker code: one Workers RPC to the tenant's coordinator Durable Object, which takes any idle connection of its pool " +
       `(max ${POOL_SIZE}), runs the statement with postgres.js, gives the connection back and returns the rows. Transaction mode, like pgbouncer's. ` +
-      "It measures the pool's hot path plus the RPC round trip.",
+      "When all connections are busy, up to `pipelineDepth` (4) one-shots share a connection (pipelining). It measures the pool's hot path plus the RPC round trip.",
     "- **edgepool lease** — `getConnection()`, three queries on the pinned connection, `release()`: acquire, three RPC calls on the lease object, release. " +
-      "On release the coordinator rolls back and runs `DISCARD ALL` before the connection is used again (session mode), which is why one client keeps two or three connections busy. The overhead table isolates acquire and release.",
+      "On release the coordinator rolls back and runs `DISCARD ALL`'s steps before the connection is used again (session mode), which is why one client keeps two or three connections busy; `release()` does not wait for that. The overhead table isolates acquire and release.",
     `- **direct** — a postgres.js pool (\`max: ${POOL_SIZE}\`) in the Node 22 driver process, queried straight: no pooler, no RPC. ` +
       "The in-process ceiling for a JavaScript client with the same number of server connections; postgres.js also pipelines queries on busy connections when there are more queries than connections.",
     `- **pgbouncer** — Debian's pgbouncer in transaction mode with a pool of ${POOL_SIZE} server connections; the clients are postgres.js in Node, one client connection per concurrent client. ` +
       "The established external pooler, measured with the same client library. The bench does not install it; without it the row is skipped with the install command.",
-    `- **pgbench** — Postgres' own C client straight to the server with at most ${POOL_SIZE} connections (\`-M extended\`, one thread per core): ` +
+    `- **pgbench** — Postgres' own C client straight to the server with at most ${POOL_SIZE} connections (\`-M prepared\`, one thread per core): ` +
       "the server's ceiling for these queries on this machine, with no pooler and no JavaScript.",
   ];
 }

@@ -141,7 +141,7 @@ export async function workerRun(
   config: Timing, workerd: Workerd, sampler: Sampler,
   contender: WorkerContender, tenant: string, query: QueryName, concurrency: number, rep: number,
 ): Promise<Run> {
-  const { call, pids: workerdPids, inspector } = workerd;
+  const { call, pids: workerdPids } = workerd;
   const request: RunRequest = { contender, query, concurrency, durationMs: config.durationMs, warmupMs: config.warmupMs, tenant };
   sampler.start();
   let result: RunResult;
@@ -156,7 +156,6 @@ export async function workerRun(
   const stats = (contender !== "oneshot" && contender !== "lease" ? undefined : await call(`/stats?tenant=${tenant}`, undefined)) as
     | { total: number; created: number; peakDemand: number; sizing: { verdict: string } }
     | undefined;
-  const summarize = tickLatency;
   const seconds = result.elapsedMs / 1000;
   const run: Run = {
     contender, query, concurrency, rep,
@@ -165,18 +164,18 @@ export async function workerRun(
     ops: result.ops,
     errors: result.errors,
     firstError: result.firstError,
-    latency: summarize(result.latencies),
+    latency: tickLatency(result.latencies),
     clock: "ms",
-    serverConnections: sampler.peak(contender === "naive" ? "bench:naive" : contender.startsWith("pg-") ? "bench:context" : `edgepool:${tenant}`),
+    serverConnections: sampler.peak(contender === "naive" ? "bench:naive" : contender.startsWith("pg-") || contender === "rpc-pg" ? "bench:context" : `edgepool:${tenant}`),
     poolerRssMiB: sampler.rssPeak,
     cpuUsPerQuery,
-    heapMiB: inspector ? await inspector.heapMiB() : undefined,
+    heapMiB: await workerd.heapMiB(),
     pool: stats ? { total: stats.total, created: stats.created, peakDemand: stats.peakDemand, sizing: stats.sizing.verdict } : undefined,
   };
   if (result.acquire && result.release) {
-    run.acquire = summarize(result.acquire);
-    run.release = summarize(result.release);
-    run.overhead = summarize(result.acquire.map((a, i) => a + result.release![i]!));
+    run.acquire = tickLatency(result.acquire);
+    run.release = tickLatency(result.release);
+    run.overhead = tickLatency(result.acquire.map((a, i) => a + result.release![i]!));
   }
   return run;
 }
@@ -229,7 +228,7 @@ export async function pgbenchRun(config: Timing, bin: string, db: URL, sampler: 
     const seconds = Math.max(1, Math.round(config.durationMs / 1000));
     const args = [
       "-h", db.hostname, "-p", db.port || "5432", "-U", decodeURIComponent(db.username),
-      "-n", "-M", "extended", "-c", String(clients), "-j", String(threads), "-T", String(seconds),
+      "-n", "-M", "prepared", "-c", String(clients), "-j", String(threads), "-T", String(seconds),
       "-f", script, "-l", `--log-prefix=${join(dir, "tx")}`, db.pathname.slice(1) || "postgres",
     ];
     sampler.start();

@@ -9,7 +9,7 @@ import postgres from "postgres";
 import { freePort, startEmbeddedPostgres } from "../../test/setup/embedded.ts";
 import type { RunRequest } from "../worker.ts";
 import { ACCOUNTS, POOL_SIZE, type Config } from "./config.ts";
-import { Inspector } from "./inspector.ts";
+import { heapMiB } from "./inspector.ts";
 import { alive, children, cpuMs, descendants, log, onCleanup, sleep, stopChild, tool, type Machine } from "./system.ts";
 
 export type Sql = postgres.Sql;
@@ -56,8 +56,8 @@ export interface Workerd {
   call: (path: string, body: unknown) => Promise<any>;
   /** The workerd process that runs the bench Worker (not wrangler's proxy), if it was found. */
   pids: number[];
-  /** The isolate's JS heap, when the inspector could be reached. */
-  inspector: Inspector | undefined;
+  /** The isolate's JS heap in MiB (NaN when the inspector cannot be reached). */
+  heapMiB: () => Promise<number>;
 }
 
 /** Starts the bench Worker in workerd with wrangler's programmatic API (disposed of by the cleanup). */
@@ -120,15 +120,10 @@ export async function startWorkerd(wranglerConfig: string, databaseUrl: string, 
   const busiest = candidates[used.indexOf(Math.max(...used))];
   const workerdPids = busiest ? [busiest] : [];
   log(`workerd ${facts.workerd} (pid ${busiest ?? "?"}, of ${candidates.length} started by wrangler ${facts.wrangler})`);
-  let inspector: Inspector | undefined;
-  try {
-    inspector = await Inspector.connect(String(await worker.inspectorUrl));
-    const session = inspector;
-    onCleanup("inspector", () => session.close());
-  } catch (error) {
-    log(`warning: no inspector, so no JS heap figures (${(error as Error).message})`);
-  }
-  return { call: callWorker, pids: workerdPids, inspector };
+  const inspectorUrl = String(await worker.inspectorUrl);
+  const heap = () => heapMiB(inspectorUrl);
+  if (Number.isNaN(await heap())) log("warning: no inspector, so no JS heap figures");
+  return { call: callWorker, pids: workerdPids, heapMiB: heap };
 }
 
 // ---------------------------------------------------------------------------------------------
