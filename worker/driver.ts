@@ -8,7 +8,7 @@ export interface PgHandle {
   /** The server's backend pid, read when the connection opened. */
   pid: number;
   /**
-   * Whether one-shot statements may be prepared on it: false once something ran
+   * Whether statements may be prepared on it: false once something ran
    * that may have dropped prepared statements behind postgres.js's back (its
    * cache would name statements the server no longer has).
    */
@@ -18,7 +18,7 @@ export interface PgHandle {
 /** Statements that drop prepared statements: after them postgres.js's statement cache cannot be trusted. */
 const DROPS_STATEMENTS = /\b(discard\s+all|deallocate)\b/i;
 
-/** Marks a connection on which `text` is about to run: no more prepared one-shots on it if `text` may drop statements. */
+/** Marks a connection on which `text` is about to run: no more prepared statements on it if `text` may drop them. */
 export function noteStatement(handle: PgHandle, text: string): void {
   if (handle.canPrepare && DROPS_STATEMENTS.test(text)) handle.canPrepare = false;
 }
@@ -66,7 +66,7 @@ export function pgDriver(config: PgDriverConfig): Driver<PgHandle> {
   const url = new URL(config.connectionString);
   const target = `${url.hostname}:${url.port || "5432"}`;
   const keepPrepared = isDiscardAll(options.resetQuery);
-  // A custom resetQuery that drops statements ends prepared one-shots on every connection it resets.
+  // A custom resetQuery that drops statements ends preparing on every connection it resets.
   const resetDrops = !keepPrepared && DROPS_STATEMENTS.test(options.resetQuery);
   return {
     target,
@@ -77,7 +77,7 @@ export function pgDriver(config: PgDriverConfig): Driver<PgHandle> {
         max: 1,
         idle_timeout: 0,
         max_lifetime: 0,
-        // Statements are prepared only where a caller asks (one-shot queries with parameters, see query.ts).
+        // Statements are prepared only where a caller asks (those with parameters, see query.ts).
         prepare: true,
         connect_timeout: Math.ceil(options.connectTimeoutMs / 1000),
         onnotice: () => {},
