@@ -28,8 +28,10 @@ export function fmt(value: number | undefined, digits: number): string {
 }
 
 export function commandLine(): string {
-  const knobs = ["BENCH_DURATION_MS", "BENCH_WARMUP_MS", "BENCH_REPS", "BENCH_CONCURRENCY", "BENCH_QUERIES", "BENCH_CONTENDERS", "BENCH_OUT"]
+  const knobs = ["BENCH_DURATION_MS", "BENCH_WARMUP_MS", "BENCH_REPS", "BENCH_CONCURRENCY", "BENCH_QUERIES", "BENCH_CONTENDERS", "BENCH_CONTEXT", "BENCH_OUT"]
     .filter((k) => process.env[k]).map((k) => `${k}=${process.env[k]}`);
+  // The server's URL carries its password: only say that one was given.
+  if (process.env.DATABASE_URL) knobs.push("DATABASE_URL=<your server>");
   return [...knobs, "npm run bench"].join(" ");
 }
 
@@ -265,7 +267,8 @@ export function markdown(report: {
     "",
     `The coordinator lives in workerd, so what is observable locally is workerd's resident set (VmRSS from /proc; the workerd that runs the bench Worker, not wrangler's proxy) ` +
       `and the isolate's JavaScript heap in use (\`Runtime.getHeapUsage\` over the inspector; it cannot force a GC, so garbage not yet collected counts). After start-up, before any load: ${fmt(report.workerdRssIdleMiB, 0)} MiB resident, ${fmt(report.workerdHeapIdleMiB, 1)} MiB of JS heap. ` +
-      "Both hold the runtime or isolate shared by the load generator and the coordinators of both tenants, so they bound the coordinator from above.",
+      "Both hold the runtime or isolate shared by the load generator and the coordinators of both tenants, so they bound the coordinator from above. " +
+      "Each row covers the runs of every query at that concurrency.",
     "",
     "| contender | clients | workerd RSS peak MiB | JS heap in use after the run MiB |",
     "|---|--:|--:|--:|",
