@@ -19,7 +19,7 @@ import { CONTEXT, POOL_SIZE, readConfig, type Contender } from "./lib/config.ts"
 import { commandLine, chart, fmt, markdown } from "./lib/report.ts";
 import { nodeRun, pgbenchRun, Sampler, workerRun, type Run } from "./lib/runners.ts";
 import { ensureAccounts, pgbouncerConsole, startPgbouncer, startPostgres, startWorkerd, type Sql } from "./lib/servers.ts";
-import { alive, children, cleanup, findPgbouncer, log, machine, onCleanup, rssMiB, sleep, which } from "./lib/system.ts";
+import { findPgbouncer, log, machine, onCleanup, rssMiB, runToEnd, sleep, which } from "./lib/system.ts";
 
 if (Number(process.versions.node.split(".")[0]) < 22) {
   console.error(`bench: Node ${process.version} is too old; run \`npm run bench\` (uses Node 22 from node_modules/.bin).`);
@@ -34,26 +34,6 @@ const root = join(here, "..");
 const config = readConfig(here);
 
 // ---------------------------------------------------------------------------------------------
-// Cleanup (bench/lib/system.ts) on every way out: Ctrl-C, a rejection nobody handled, exit.
-
-let interrupted = false;
-for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
-  process.on(signal, () => {
-    interrupted = true;
-    console.error(`\nbench: ${signal}, stopping everything it started`);
-    void cleanup().finally(() => process.exit(130));
-  });
-}
-process.on("unhandledRejection", (error) => {
-  console.error("bench: unhandled rejection:", error);
-  void cleanup().finally(() => process.exit(1));
-});
-/** Last resort if the process exits without the cleanup (it cannot await anything here): SIGKILL by pid. */
-process.on("exit", () => {
-  for (const pid of children) if (alive(pid)) process.kill(pid, "SIGKILL");
-});
-
-// ---------------------------------------------------------------------------------------------
 // Main
 
 const started = new Date();
@@ -65,7 +45,7 @@ const contextRuns: Run[] = [];
 const skipped: Record<string, string> = {};
 let postgresVersion = "?";
 
-try {
+await runToEnd(async () => {
   mkdirSync(config.out, { recursive: true });
   log(`${facts.cores} cores, ${facts.memoryGiB} GiB, Node ${facts.node}; ${config.reps} reps × ${config.durationMs} ms (+${config.warmupMs} ms warm-up) per cell`);
   if (loadBefore[0]! > facts.cores / 2) {
@@ -221,12 +201,4 @@ try {
   writeFileSync(join(config.out, "throughput.svg"), chart(runs, config));
   writeFileSync(join(config.out, "results.md"), markdown(report));
   log(`wrote ${["results.md", "results.json", "throughput.svg"].map((f) => relative(process.cwd(), join(config.out, f))).join(", ")} in ${Math.round(finishedIn)} s`);
-} catch (error) {
-  // After Ctrl-C the run fails as its servers go away: that is not news.
-  if (!interrupted) console.error("bench: failed:", error);
-  process.exitCode = 1;
-} finally {
-  await cleanup();
-  // Nothing of ours is left running; do not wait for stray handles of the libraries.
-  process.exit(process.exitCode ?? 0);
-}
+});

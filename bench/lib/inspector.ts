@@ -1,6 +1,7 @@
-// The Worker isolate's JS heap, read over the DevTools protocol (wrangler's inspector proxy). A session
-// is opened per reading and closed again: while one is attached, workerd runs an inspector hook on every
-// call, which the profile showed at about 11 µs per one-shot query.
+// The Worker isolate over the DevTools protocol (wrangler's inspector proxy): its JS heap, and the
+// session bench/profile.ts runs the CPU profiler in. A session for the heap is opened per reading
+// and closed again: while one is attached, workerd runs an inspector hook on every call, which the
+// profile showed at about 11 µs per one-shot query.
 
 /** JS heap in use in the isolate (the bench Worker and both coordinators), MiB; NaN when the inspector cannot be reached. */
 export async function heapMiB(inspectorUrl: string): Promise<number> {
@@ -15,20 +16,27 @@ export async function heapMiB(inspectorUrl: string): Promise<number> {
   }
 }
 
-class Inspector {
+export class Inspector {
   private next = 0;
-  private readonly pending = new Map<number, (result: any) => void>();
+  private readonly pending = new Map<number, { resolve: (result: any) => void; reject: (error: Error) => void }>();
   private readonly ws: WebSocket;
+  /** Called with every event (a message without an id), such as Debugger.scriptParsed. */
+  onEvent: (method: string, params: any) => void = () => {};
 
   private constructor(ws: WebSocket) {
     this.ws = ws;
     ws.binaryType = "arraybuffer";
     ws.addEventListener("message", (event) => {
       const text = typeof event.data === "string" ? event.data : new TextDecoder().decode(event.data as ArrayBuffer);
-      const message = JSON.parse(text) as { id?: number; result?: unknown };
-      if (message.id === undefined) return;
-      this.pending.get(message.id)?.(message.result);
+      const message = JSON.parse(text) as { id?: number; result?: unknown; error?: { message: string }; method?: string; params?: unknown };
+      if (message.id === undefined) {
+        if (message.method) this.onEvent(message.method, message.params);
+        return;
+      }
+      const pending = this.pending.get(message.id);
       this.pending.delete(message.id);
+      if (message.error) pending?.reject(new Error(message.error.message));
+      else pending?.resolve(message.result);
     });
   }
 
@@ -44,11 +52,15 @@ class Inspector {
     return new Inspector(ws);
   }
 
-  call<T>(method: string, params: object = {}): Promise<T> {
+  /** `timeoutMs`: Profiler.stop of a long run takes longer than the default to send its profile. */
+  call<T>(method: string, params: object = {}, timeoutMs = 5_000): Promise<T> {
     return new Promise((resolve, reject) => {
       const id = ++this.next;
-      const timer = setTimeout(() => (this.pending.delete(id), reject(new Error(`${method} timed out`))), 5_000);
-      this.pending.set(id, (result) => (clearTimeout(timer), resolve(result as T)));
+      const timer = setTimeout(() => (this.pending.delete(id), reject(new Error(`${method} timed out`))), timeoutMs);
+      this.pending.set(id, {
+        resolve: (result) => (clearTimeout(timer), resolve(result as T)),
+        reject: (error) => (clearTimeout(timer), reject(error)),
+      });
       this.ws.send(JSON.stringify({ id, method, params }));
     });
   }

@@ -58,10 +58,17 @@ export interface Workerd {
   pids: number[];
   /** The isolate's JS heap in MiB (NaN when the inspector cannot be reached). */
   heapMiB: () => Promise<number>;
+  /** wrangler's inspector proxy for the isolate (bench/profile.ts attaches the CPU profiler there). */
+  inspectorUrl: string;
 }
 
 /** Starts the bench Worker in workerd with wrangler's programmatic API (disposed of by the cleanup). */
-export async function startWorkerd(wranglerConfig: string, databaseUrl: string, config: Config, facts: Machine): Promise<Workerd> {
+export async function startWorkerd(
+  wranglerConfig: string,
+  databaseUrl: string,
+  config: Pick<Config, "durationMs" | "warmupMs">,
+  facts: Machine,
+): Promise<Workerd> {
   process.env.WRANGLER_SEND_METRICS = "false";
   process.env.CLOUDFLARE_CF_FETCH_ENABLED ??= "false";
   // wrangler's local dev tools, on by default: the observability collector is a streaming tail
@@ -79,7 +86,7 @@ export async function startWorkerd(wranglerConfig: string, databaseUrl: string, 
     bindings: { DATABASE_URL: { type: "plain_text", value: databaseUrl } },
     dev: {
       server: { hostname: "127.0.0.1", port: await freePort() },
-      // The inspector is on only to read the isolate's JS heap (Runtime.getHeapUsage) between runs.
+      // The inspector: the isolate's JS heap between runs (Runtime.getHeapUsage), and bench/profile.ts's CPU profiler.
       inspector: { hostname: "127.0.0.1", port: await freePort() },
       persist: false,
       watch: false,
@@ -123,7 +130,7 @@ export async function startWorkerd(wranglerConfig: string, databaseUrl: string, 
   const inspectorUrl = String(await worker.inspectorUrl);
   const heap = () => heapMiB(inspectorUrl);
   if (Number.isNaN(await heap())) log("warning: no inspector, so no JS heap figures");
-  return { call: callWorker, pids: workerdPids, heapMiB: heap };
+  return { call: callWorker, pids: workerdPids, heapMiB: heap, inspectorUrl };
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -1,12 +1,17 @@
 // The bench's own process and the processes it starts: logging, the cleanup registry, stopping
 // children, the machine's facts, and what /proc says about a process (RSS, CPU). Nothing here
-// runs at import: bench/run.ts installs the signal and exit handlers that use the cleanup.
+// runs at import: bench/run.ts and bench/profile.ts run their main through runToEnd().
 import { spawnSync, type ChildProcess } from "node:child_process";
 import { existsSync, readdirSync, readFileSync } from "node:fs";
 import os from "node:os";
 import { join } from "node:path";
 
-export const log = (message: string) => console.log(`bench: ${message}`);
+let logName = "bench";
+/** Names the script in its log lines and cleanup errors: `bench: ...` unless it says otherwise. */
+export function logAs(name: string): void {
+  logName = name;
+}
+export const log = (message: string) => console.log(`${logName}: ${message}`);
 export const sleep = (ms: number) => new Promise((resolve) => setTimeout(resolve, ms));
 
 // ---------------------------------------------------------------------------------------------
@@ -17,6 +22,44 @@ let cleaning: Promise<void> | undefined;
 export function onCleanup(name: string, run: () => Promise<void> | void) {
   cleanups.push({ name, run });
 }
+/**
+ * Runs the cleanup on every way out: a signal (exit 130), a rejection nobody handled (exit 1), and as
+ * a last resort on exit, where nothing can be awaited, SIGKILL by pid. Says whether a signal came.
+ */
+function cleanupOnExit(): { interrupted: () => boolean } {
+  let interrupted = false;
+  for (const signal of ["SIGINT", "SIGTERM", "SIGHUP"] as const) {
+    process.on(signal, () => {
+      interrupted = true;
+      console.error(`\n${logName}: ${signal}, stopping everything it started`);
+      void cleanup().finally(() => process.exit(130));
+    });
+  }
+  process.on("unhandledRejection", (error) => {
+    console.error(`${logName}: unhandled rejection:`, error);
+    void cleanup().finally(() => process.exit(1));
+  });
+  process.on("exit", () => {
+    for (const pid of children) if (alive(pid)) process.kill(pid, "SIGKILL");
+  });
+  return { interrupted: () => interrupted };
+}
+
+/** Runs `main` with the cleanup on every way out, then exits: 0, 1 if it failed, 130 on a signal. */
+export async function runToEnd(main: () => Promise<void>): Promise<never> {
+  const exits = cleanupOnExit();
+  try {
+    await main();
+  } catch (error) {
+    // After a signal the run fails as its servers go away: that is not news.
+    if (!exits.interrupted()) console.error(`${logName}: failed:`, error);
+    process.exitCode = 1;
+  } finally {
+    await cleanup();
+  }
+  // Nothing of ours is left running; do not wait for stray handles of the libraries.
+  process.exit(process.exitCode ?? 0);
+}
 export function cleanup(): Promise<void> {
   return (cleaning ??= (async () => {
     for (const { name, run } of cleanups.reverse()) {
@@ -24,7 +67,7 @@ export function cleanup(): Promise<void> {
       try {
         await Promise.race([run(), new Promise((_, reject) => (timer = setTimeout(() => reject(new Error("timed out after 15 s")), 15_000)))]);
       } catch (error) {
-        console.error(`bench: cleanup of ${name} failed: ${(error as Error).message}`);
+        console.error(`${logName}: cleanup of ${name} failed: ${(error as Error).message}`);
       } finally {
         clearTimeout(timer);
       }
@@ -117,10 +160,28 @@ export function rssMiB(pid: number | undefined): number {
 
 /** CPU time (user + system, all threads) a process has used so far, in ms; NaN if unknown. */
 export function cpuMs(pid: number | undefined): number {
-  if (!pid) return NaN;
+  return pid ? statCpuMs(`/proc/${pid}/stat`) : NaN;
+}
+/** CPU time per thread of a process, ms by thread id: a busy workerd's busiest thread is its JS thread. */
+export function threadCpuMs(pid: number): Map<number, number> {
+  const out = new Map<number, number>();
+  let tids: string[];
+  try {
+    tids = readdirSync(`/proc/${pid}/task`);
+  } catch {
+    return out;
+  }
+  for (const tid of tids) {
+    const ms = statCpuMs(`/proc/${pid}/task/${tid}/stat`);
+    if (!Number.isNaN(ms)) out.set(Number(tid), ms);
+  }
+  return out;
+}
+/** utime + stime of a /proc stat file (a process's or a thread's), in ms; NaN if it is gone. */
+function statCpuMs(path: string): number {
   const ticks = clockTicksPerSecond();
   try {
-    const stat = readFileSync(`/proc/${pid}/stat`, "utf8");
+    const stat = readFileSync(path, "utf8");
     const fields = stat.slice(stat.lastIndexOf(")") + 2).split(" ");
     return ((Number(fields[11]) + Number(fields[12])) * 1000) / ticks;
   } catch {
@@ -151,7 +212,7 @@ export async function stopChild(child: ChildProcess, name: string): Promise<void
   const exited = new Promise((resolve) => child.once("exit", resolve));
   child.kill("SIGTERM");
   const timer = setTimeout(() => {
-    console.error(`bench: ${name} ignored SIGTERM; SIGKILL`);
+    console.error(`${logName}: ${name} ignored SIGTERM; SIGKILL`);
     child.kill("SIGKILL");
   }, 5_000);
   await exited;
