@@ -55,35 +55,23 @@ describe("idle timeout", () => {
 });
 
 describe("max lifetime", () => {
-  it("without jitter a connection is retired exactly maxLifetimeMs after it opened", async () => {
-    const h = makePool({ idleTimeoutMs: 0, maxLifetimeMs: 100_000 }, { random: () => 0 });
+  it.each([
+    ["without jitter a connection is retired exactly maxLifetimeMs after it opened", 0, 100_000],
+    ["jitter takes at most 5 % off the lifetime", 0.99999, 95_001],
+  ])("%s", async (_name, draw, lifetime) => {
+    const h = makePool({ idleTimeoutMs: 0, maxLifetimeMs: 100_000 }, { random: () => draw });
     const t0 = h.clock.now();
     h.pool.release(await acquireNow(h), { reset: false });
-    expect(h.pool.sweep()).toBe(t0 + 100_000);
-    await h.clock.advance(99_999);
+    expect(h.pool.sweep()).toBe(t0 + lifetime);
+    await h.clock.advance(lifetime - 1);
     h.pool.sweep();
     await h.settle();
     expect(h.driver.closes).toBe(0);
     await h.clock.advance(1);
     h.pool.sweep();
     await h.settle();
-    expect(h.driver.closedAt).toEqual([t0 + 100_000]);
+    expect(h.driver.closedAt).toEqual([t0 + lifetime]);
     expect(h.pool.stats().closed["max-lifetime"]).toBe(1);
-  });
-
-  it("jitter takes at most 5 % off the lifetime", async () => {
-    const h = makePool({ idleTimeoutMs: 0, maxLifetimeMs: 100_000 }, { random: () => 0.99999 });
-    const t0 = h.clock.now();
-    h.pool.release(await acquireNow(h), { reset: false });
-    expect(h.pool.sweep()).toBe(t0 + 95_001);
-    await h.clock.advance(95_000);
-    h.pool.sweep();
-    await h.settle();
-    expect(h.driver.closes).toBe(0);
-    await h.clock.advance(1);
-    h.pool.sweep();
-    await h.settle();
-    expect(h.driver.closedAt).toEqual([t0 + 95_001]);
   });
 
   it("jitter is drawn per connection", async () => {
