@@ -41,7 +41,7 @@ const isDiscardAll = (query: string) => /^\s*discard\s+all\s*;?\s*$/i.test(query
 const FATAL_CODES = new Set(["CONNECTION_CLOSED", "CONNECTION_ENDED", "CONNECTION_DESTROYED", "CONNECT_TIMEOUT", "57P01", "57P02", "57P03"]);
 
 /** The pool's own statements are never prepared: they are cheap to parse and must not fill the statement cache. */
-export const UNNAMED = { prepare: false } as const;
+const UNNAMED = { prepare: false } as const;
 
 /** Where the driver connects and how it tags its sessions. */
 export interface PgDriverConfig {

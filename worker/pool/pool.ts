@@ -161,7 +161,7 @@ export class Pool<H> {
       this.grow(now); // minIdle: replace the idle connection just taken
       return Promise.resolve(lease);
     }
-    const ride = !free && shared && this.waiters.length === 0 ? this.rideable() : undefined;
+    const ride = !free && shared && this.waiters.length === 0 ? this.rideable(now) : undefined;
     if (ride) return Promise.resolve(this.ride(ride, now, now));
     // Borrowers that a free (to validate), opening or still-openable connection will serve do not count as queued.
     const coming = (free ? 1 : 0) + this.sets.opening.size + Math.max(0, this.options.maxConnections - this.total);
@@ -357,7 +357,7 @@ export class Pool<H> {
         continue;
       }
       // In FIFO order: a one-shot at the head may ride on a busy connection; a lease at the head waits for a free one.
-      const ride = this.waiters[0]!.shared ? this.rideable() : undefined;
+      const ride = this.waiters[0]!.shared ? this.rideable(now) : undefined;
       if (!ride) break;
       const waiter = this.waiters.shift()!;
       this.ride(ride, waiter.enqueuedAt, now, waiter);
@@ -417,9 +417,8 @@ export class Pool<H> {
    * only when the pool is at max (a new connection is the better choice below
    * it) and the connection is not due to retire.
    */
-  private rideable(): Lease<H> | undefined {
+  private rideable(now: number): Lease<H> | undefined {
     if (this.total < this.options.maxConnections) return undefined;
-    const now = this.clock.now();
     let best: Lease<H> | undefined;
     for (const lease of this.shareable) {
       const c = lease.connection;
