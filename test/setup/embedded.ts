@@ -45,20 +45,27 @@ function loadEmbeddedPostgres() {
   })());
 }
 
-export async function startEmbeddedPostgres(
-  options: { maxConnections?: number } = {},
-): Promise<EmbeddedPostgresHandle> {
+/** How to start a throwaway Postgres beyond the defaults. */
+export interface EmbeddedPostgresOptions {
+  maxConnections?: number;
+  /** More `-c name=value` flags (`ssl=on`, ...). */
+  flags?: string[];
+  /** Runs after initdb, before the server starts: write pg_hba.conf lines, certificates, ... into the data directory. */
+  beforeStart?: (databaseDir: string) => Promise<void>;
+}
+
+export async function startEmbeddedPostgres(options: EmbeddedPostgresOptions = {}): Promise<EmbeddedPostgresHandle> {
   // The free port is only probed, not held: retry if another process takes it first.
   for (let attempt = 1; ; attempt++) {
     try {
-      return await startOnce(options.maxConnections ?? 250);
+      return await startOnce(options);
     } catch (err) {
       if (attempt === 3) throw err;
     }
   }
 }
 
-async function startOnce(maxConnections: number): Promise<EmbeddedPostgresHandle> {
+async function startOnce(options: EmbeddedPostgresOptions): Promise<EmbeddedPostgresHandle> {
   const EmbeddedPostgres = await loadEmbeddedPostgres();
   const port = await freePort();
   const password = randomBytes(12).toString("hex");
@@ -78,8 +85,9 @@ async function startOnce(maxConnections: number): Promise<EmbeddedPostgresHandle
     postgresFlags: [
       "-c", "listen_addresses=127.0.0.1",
       "-c", "unix_socket_directories=",
-      "-c", `max_connections=${maxConnections}`,
+      "-c", `max_connections=${options.maxConnections ?? 250}`,
       "-c", "fsync=off",
+      ...(options.flags ?? []).flatMap((flag) => ["-c", flag]),
     ],
     onLog: keep,
     onError: keep,
@@ -102,6 +110,7 @@ async function startOnce(maxConnections: number): Promise<EmbeddedPostgresHandle
   running.add(entry);
   try {
     await pg.initialise();
+    await options.beforeStart?.(databaseDir);
     await pg.start();
   } catch (err) {
     running.delete(entry);
