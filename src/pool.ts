@@ -1,4 +1,5 @@
 import { PoolError } from "./errors.ts";
+import { showValue } from "./show.ts";
 import { Connection, unwrap } from "./connection.ts";
 import type { CallOptions, CoordinatorApi, LeaseApi, Reply } from "./protocol.ts";
 import { remoteCoordinator } from "./remote.ts";
@@ -135,7 +136,7 @@ function resolve(target: PoolTarget, options: ClientOptions): Resolved {
     return { tenant, call, coordinator: () => (stub ??= binding(target, tenant)), direct: isNamespace(target) };
   }
   if (!/^https?:\/\//.test(target) || !URL.canParse(target)) {
-    throw new PoolError("INVALID_OPTION", tenant, `target ${JSON.stringify(target)} must be the coordinator's http(s) URL`);
+    throw new PoolError("INVALID_OPTION", tenant, `target ${showValue("target", target)} must be the coordinator's http(s) URL`);
   }
   if (typeof options.token !== "string" || options.token === "") {
     throw new PoolError("INVALID_OPTION", tenant, `option "token" is required for a remote target (POST /v1/tenants/${tenant}/tokens issues one)`);

@@ -1,5 +1,6 @@
 import { PoolError, toShape, type PoolErrorCode } from "../src/errors.ts";
 import type { Reply } from "../src/protocol.ts";
+import { showValue } from "../src/show.ts";
 import { MAX_TOKEN_TTL_SECONDS, mintToken, sameSecret } from "./auth.ts";
 import type { PoolCoordinator } from "./coordinator.ts";
 
@@ -50,7 +51,7 @@ export async function admin(request: Request, tenant: string, action: string | u
     const { ttlSeconds = DEFAULT_TOKEN_TTL_SECONDS, ...rest } = await body(request, tenant, true);
     if (Object.keys(rest).length > 0) throw new PoolError("BAD_REQUEST", tenant, `unknown field "${Object.keys(rest)[0]}" (known: ttlSeconds)`);
     if (typeof ttlSeconds !== "number" || !Number.isSafeInteger(ttlSeconds) || ttlSeconds < 1 || ttlSeconds > MAX_TOKEN_TTL_SECONDS) {
-      throw new PoolError("INVALID_OPTION", tenant, `option "ttlSeconds" = ${JSON.stringify(ttlSeconds)} must be an integer from 1 to ${MAX_TOKEN_TTL_SECONDS}`);
+      throw new PoolError("INVALID_OPTION", tenant, `option "ttlSeconds" = ${showValue("ttlSeconds", ttlSeconds)} must be an integer from 1 to ${MAX_TOKEN_TTL_SECONDS}`);
     }
     // The tenant must exist before a token for it is issued.
     const described = await coordinator.describe(tenant);

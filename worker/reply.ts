@@ -1,4 +1,5 @@
 import { PoolError, toShape } from "../src/errors.ts";
+import { showValue } from "../src/show.ts";
 import type { CallOptions, Reply } from "../src/protocol.ts";
 import type { PgHandle } from "./driver.ts";
 import type { Pool } from "./pool/pool.ts";
@@ -9,7 +10,7 @@ export function callOption(tenant: string, options: CallOptions | undefined, key
   const value = options?.[key];
   if (value === undefined) return undefined;
   if (typeof value !== "number" || !Number.isSafeInteger(value) || value < 0) {
-    throw new PoolError("INVALID_OPTION", tenant, `option "${key}" = ${JSON.stringify(value)} must be an integer >= 0`);
+    throw new PoolError("INVALID_OPTION", tenant, `option "${key}" = ${showValue(key, value)} must be an integer >= 0`);
   }
   return value;
 }

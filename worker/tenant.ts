@@ -1,4 +1,5 @@
 import { PoolError } from "../src/errors.ts";
+import { HIDDEN, looksSecret } from "../src/show.ts";
 import { optionsFromEnv, resolveOptions, type PoolOptions } from "./pool/options.ts";
 
 /** The tenant a single-tenant deployment serves from `DATABASE_URL` and `EDGEPOOL_*` vars. */
@@ -15,8 +16,10 @@ export interface TenantConfig {
 /** Checks a tenant name where it enters: 1–63 letters, digits, `_` or `-`, starting with a letter or digit. */
 export function checkTenant(tenant: unknown): string {
   if (typeof tenant !== "string" || !TENANT_NAME.test(tenant)) {
-    const shown = typeof tenant === "string" ? JSON.stringify(tenant.slice(0, 80)) : typeof tenant;
-    throw new PoolError("BAD_REQUEST", String(tenant).slice(0, 80), `tenant name ${shown} must be 1-63 letters, digits, "_" or "-", starting with a letter or digit`);
+    // A connection string or token passed as the tenant by mistake is not echoed, not even in `tenant`.
+    const secret = typeof tenant === "string" && looksSecret(tenant);
+    const shown = secret ? HIDDEN : typeof tenant === "string" ? JSON.stringify(tenant.slice(0, 80)) : typeof tenant;
+    throw new PoolError("BAD_REQUEST", secret ? "" : String(tenant).slice(0, 80), `tenant name ${shown} must be 1-63 letters, digits, "_" or "-", starting with a letter or digit`);
   }
   return tenant;
 }

@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { createPool, getConnection, PoolError } from "../../src/index.ts";
-import { configure, observer, serverCount, tenantName, testEnv } from "./helpers.ts";
+import { configure, observer, putTenant, serverCount, tenantName, testEnv } from "./helpers.ts";
 
 const sql = observer();
 afterAll(() => sql.end());
@@ -19,6 +19,23 @@ describe("bad input gets a clear error and loses nothing", () => {
     expect(() => createPool(testEnv.EDGEPOOL, { tenant, acquireTimeout: 5 } as never)).toThrow(/INVALID_OPTION: option "acquireTimeout"/);
     await configure(tenant, { maxConnections: 1 });
     await expect(getConnection(testEnv.EDGEPOOL, { tenant, acquireTimeoutMs: -5 })).rejects.toMatchObject({ code: "INVALID_OPTION" });
+  });
+
+  it("PUT /v1/tenants/:tenant never echoes a value that may hold a secret, and still names the key", async () => {
+    const tenant = tenantName("secret-echo");
+    // Made up per run, so a failing assertion prints nothing anyone could reuse.
+    const password = `pw-${crypto.randomUUID()}`;
+    const replica = `postgres://app:${password}@replica.example.com:5432/app`;
+    const named = await putTenant(tenant, { connectionString: testEnv.DATABASE_URL, replicaConnectionString: replica });
+    expect(named.status).toBe(400);
+    expect(named.json.error).toMatchObject({ code: "INVALID_OPTION" });
+    expect(named.text).toContain('option \\"replicaConnectionString\\" = (value hidden: may hold a secret)');
+    expect(named.text).not.toContain(password);
+    const innocent = await putTenant(tenant, { connectionString: testEnv.DATABASE_URL, maxConnections: replica });
+    expect(innocent.json.error.message).toMatch(/^INVALID_OPTION: option "maxConnections" = \(value hidden: may hold a secret\) must be an integer/);
+    expect(innocent.text).not.toContain(password);
+    const plain = await putTenant(tenant, { connectionString: testEnv.DATABASE_URL, maxConnection: 5 });
+    expect(plain.json.error.message).toMatch(/^INVALID_OPTION: option "maxConnection" = 5 is not an option/);
   });
 
   it("a non-string query, non-array parameters and more parameters than the protocol allows are refused; the pool still works", async () => {

@@ -2,6 +2,9 @@ import { describe, expect, it } from "vitest";
 import { DEFAULTS, MAX_LIFETIME_CAP_MS, MAX_RESULT_BYTES_CAP, optionsFromEnv, resolveOptions } from "../../worker/pool/options.ts";
 import { PoolError } from "../../src/errors.ts";
 import { thrown } from "./helpers.ts";
+import { callOption } from "../../worker/reply.ts";
+import { checkTenant } from "../../worker/tenant.ts";
+import { createPool } from "../../src/pool.ts";
 
 describe("pool options", () => {
   it("defaults are those of design §3, with maxIdle = maxConnections", () => {
@@ -52,6 +55,46 @@ describe("pool options", () => {
   it("a string value for an unknown key is quoted in the message", () => {
     const error = thrown(() => resolveOptions("acme", { idleTimeout: "30s" }), "INVALID_OPTION");
     expect(error.message).toContain('option "idleTimeout" = "30s"');
+  });
+
+  describe("a value that may hold a secret is never echoed; the key still is", () => {
+    // Made up per run, so a failing assertion prints nothing anyone could reuse.
+    const password = `pw-${crypto.randomUUID()}`;
+    const url = `postgres://app:${password}@db.example.com:5432/app`;
+    const token = `ep1.${btoa(crypto.randomUUID() + crypto.randomUUID())}`;
+    const HIDDEN = "(value hidden: may hold a secret)";
+
+    it.each([
+      ["an unknown key named like a connection string", "replicaConnectionString", url],
+      ["an unknown key with an innocent name and a URL with credentials", "replica", url],
+      ["an unknown key named like a token", "apiToken", "short"],
+      ["an unknown key holding a long token-like string", "extra", token],
+      ["a known key holding a URL with credentials", "resetQuery", { url }],
+      ["a known numeric key holding a URL with credentials", "maxConnections", url],
+    ])("%s", (_, key, value) => {
+      const error = thrown(() => resolveOptions("acme", { [key]: value }), "INVALID_OPTION");
+      expect(error.message).toContain(`option "${key}" = ${HIDDEN}`);
+      expect(error.message).not.toContain(password);
+      expect(error.message).not.toContain(token);
+      expect(error.message).not.toContain("short");
+    });
+
+    it("per-call options, the tenant name and a remote target follow the same rule", () => {
+      const call = thrown(() => callOption("acme", { queryTimeoutMs: url } as never, "queryTimeoutMs"), "INVALID_OPTION");
+      expect(call.message).toBe(`INVALID_OPTION: option "queryTimeoutMs" = ${HIDDEN} must be an integer >= 0`);
+      const tenant = thrown(() => checkTenant(url), "BAD_REQUEST");
+      expect(JSON.stringify({ ...tenant, message: tenant.message })).not.toContain(password);
+      expect(tenant.message).toContain(`tenant name ${HIDDEN}`);
+      const target = thrown(() => createPool(url, { tenant: "acme", token }), "INVALID_OPTION");
+      expect(target.message).toContain(`target ${HIDDEN}`);
+      expect(target.message).not.toContain(password);
+    });
+
+    it("plain values are still shown", () => {
+      expect(thrown(() => checkTenant("no such tenant!"), "BAD_REQUEST").message).toContain('tenant name "no such tenant!"');
+      expect(thrown(() => resolveOptions("acme", { replicaHost: "db2.internal" }), "INVALID_OPTION").message).toContain('option "replicaHost" = "db2.internal"');
+      expect(thrown(() => createPool("ftp://example.com", { tenant: "acme", token }), "INVALID_OPTION").message).toContain('target "ftp://example.com"');
+    });
   });
 
   it.each([

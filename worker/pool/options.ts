@@ -1,4 +1,5 @@
 import { PoolError } from "../../src/errors.ts";
+import { showValue } from "../../src/show.ts";
 
 /** Every pool option of design §3; times are milliseconds. */
 export interface PoolOptions {
@@ -78,7 +79,7 @@ const KEYS = new Set<string>([...Object.keys(MINIMUM), "resetQuery"]);
 /**
  * Checks user options up front and returns the complete set: unknown keys,
  * non-integers, negatives and contradictions are rejected with `INVALID_OPTION`
- * naming the key and the value.
+ * naming the key and the value (unless the value may hold a secret: `showValue`).
  */
 export function resolveOptions(tenant: string, input: Record<string, unknown> = {}): PoolOptions {
   if (typeof input !== "object" || input === null || Array.isArray(input)) {
@@ -133,14 +134,5 @@ function stripUndefined(input: Record<string, unknown>): Record<string, unknown>
 }
 
 function invalid(tenant: string, key: string, value: unknown, rule: string): PoolError {
-  return new PoolError("INVALID_OPTION", tenant, `option "${key}" = ${describe(value)} ${rule}`);
-}
-
-function describe(value: unknown): string {
-  try {
-    if (typeof value === "number") return String(value);
-    return typeof value === "string" ? JSON.stringify(value) : String(JSON.stringify(value) ?? value);
-  } catch {
-    return String(value);
-  }
+  return new PoolError("INVALID_OPTION", tenant, `option "${key}" = ${showValue(key, value)} ${rule}`);
 }
