@@ -1,0 +1,65 @@
+/**
+ * A client session carried by two byte streams (a driver's socket, design §2
+ * `connect()`): what arrives on `inbound` goes to the session, what the session
+ * sends goes out on the returned stream. When the caller's request ends, workerd
+ * errors `inbound` ("disconnected prematurely"), which ends the session: an open
+ * transaction is rolled back and the connection returned.
+ */
+
+/** The two ends a session talks to. */
+export interface TunnelEnds {
+  /** Bytes to the client; a returned promise means the client is not reading fast enough. */
+  send(bytes: Uint8Array): void | Promise<void>;
+  /** Ends the client's side (after a FATAL error or Terminate). */
+  close(): void;
+}
+
+/** What the tunnel drives: a wire session. */
+export interface TunnelSession {
+  receive(bytes: Uint8Array): void | Promise<void>;
+  end(): void;
+}
+
+/** Bytes buffered towards a slow reader before the session is told to wait. */
+const OUTBOUND_HIGH_WATER_BYTES = 256 * 1024;
+
+/** Pumps `inbound` into the session that `open` makes, and returns the session's outbound stream. */
+export function tunnel(inbound: ReadableStream<Uint8Array>, open: (ends: TunnelEnds) => TunnelSession): ReadableStream<Uint8Array> {
+  const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>(
+    undefined,
+    new ByteLengthQueuingStrategy({ highWaterMark: OUTBOUND_HIGH_WATER_BYTES }),
+  );
+  const writer = writable.getWriter();
+  const reader = inbound.getReader();
+  let closed = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    writer.close().catch(() => {});
+    reader.cancel().catch(() => {});
+  };
+  const session = open({
+    send(bytes) {
+      if (closed) return;
+      // The write settles when the reader takes it; only a full queue makes the session wait.
+      writer.write(bytes).catch(close);
+      if ((writer.desiredSize ?? 1) <= 0) return writer.ready.catch(close);
+    },
+    close,
+  });
+  void (async () => {
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done) break;
+        await session.receive(value);
+      }
+    } catch {
+      // The client's side went away (request ended, socket destroyed): same as a clean end.
+    } finally {
+      session.end();
+      close();
+    }
+  })();
+  return readable;
+}
