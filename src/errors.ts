@@ -22,6 +22,18 @@ export type PoolErrorCode =
   | "BAD_REQUEST"
   | "INTERNAL";
 
+/** Every code once, so a code read from the wire can be checked (a missing one fails to compile). */
+const CODES: Record<PoolErrorCode, true> = {
+  INVALID_OPTION: true, POOL_DISABLED: true, ACQUIRE_TIMEOUT: true, WAIT_QUEUE_FULL: true, CONNECT_FAILED: true,
+  LEASE_EXPIRED: true, LEASE_RELEASED: true, LEASE_LOST: true, POOL_CLOSED: true, UNAUTHORIZED: true,
+  UNKNOWN_TENANT: true, RESULT_TOO_LARGE: true, QUERY_TIMEOUT: true, BAD_REQUEST: true, INTERNAL: true,
+};
+
+/** Whether `code` is one of the pool's error codes. */
+export function isPoolErrorCode(code: unknown): code is PoolErrorCode {
+  return typeof code === "string" && Object.hasOwn(CODES, code);
+}
+
 /** Codes a caller may retry as they are (the pool or coordinator recovers by itself). */
 const RETRYABLE: ReadonlySet<PoolErrorCode> = new Set(["ACQUIRE_TIMEOUT", "WAIT_QUEUE_FULL", "CONNECT_FAILED", "LEASE_LOST"]);
 

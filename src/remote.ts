@@ -1,5 +1,5 @@
 import { newHttpBatchRpcSession, newWebSocketRpcSession } from "capnweb";
-import { PoolError } from "./errors.ts";
+import { isPoolErrorCode, PoolError, type PoolErrorCode } from "./errors.ts";
 import type { Acquired, CallOptions, CoordinatorApi, Reply } from "./protocol.ts";
 import type { QueryResult } from "./result.ts";
 
@@ -23,7 +23,10 @@ export function remoteCoordinator(baseUrl: string, tenant: string, token: string
     try {
       return await fn(batch() as unknown as RemoteApi);
     } catch (error) {
-      throw transportError(tenant, endpoint, error);
+      const message = error instanceof Error ? error.message : String(error);
+      const status = Number(/RPC request failed: (\d{3})/.exec(message)?.[1] ?? 0);
+      // capnweb drops the body of a refused batch: ask again for the coordinator's error.
+      throw transportError(tenant, endpoint, error, status === 0 || status === 401 ? { status } : await why(endpoint, token, status));
     }
   };
   return {
@@ -43,9 +46,8 @@ export function remoteCoordinator(baseUrl: string, tenant: string, token: string
         reply = await api.acquire(options);
       } catch (error) {
         close();
-        // A refused upgrade only says "error": ask the endpoint why, with an empty batch.
-        const status = await fetch(endpoint, { method: "POST", headers: { Authorization: `Bearer ${token}` }, body: "" }).then((r) => r.status, () => 0);
-        throw transportError(tenant, endpoint, error, status);
+        // A refused upgrade only says "error": ask the endpoint why.
+        throw transportError(tenant, endpoint, error, await why(endpoint, token));
       }
       if (!reply.ok) {
         close();
@@ -57,12 +59,47 @@ export function remoteCoordinator(baseUrl: string, tenant: string, token: string
   };
 }
 
-/** A failed HTTP call or socket, as a `PoolError`: 401 is `UNAUTHORIZED`, the rest `INTERNAL`. Never echoes the token. */
-function transportError(tenant: string, endpoint: URL, error: unknown, status?: number): PoolError {
+/** Why the endpoint refuses this client: the HTTP status and, if the body names one, the coordinator's error. */
+interface Refusal {
+  status: number;
+  error?: { code: PoolErrorCode; message: string };
+}
+
+/**
+ * Asks the endpoint with an empty batch (no calls, no effects) and reads the
+ * `{ error: { code, message } }` body it refuses with. With `expected`, a
+ * different status (the cause went away meanwhile) yields only that status.
+ */
+async function why(endpoint: URL, token: string, expected?: number): Promise<Refusal> {
+  try {
+    const response = await fetch(endpoint, { method: "POST", headers: { Authorization: `Bearer ${token}` }, body: "" });
+    const text = await response.text();
+    if (expected !== undefined && response.status !== expected) return { status: expected };
+    if (response.ok) return { status: response.status };
+    const error = (JSON.parse(text) as { error?: { code?: unknown; message?: unknown } }).error;
+    if (!isPoolErrorCode(error?.code) || typeof error.message !== "string") return { status: response.status };
+    return { status: response.status, error: { code: error.code, message: error.message } };
+  } catch {
+    return { status: expected ?? 0 };
+  }
+}
+
+/**
+ * A failed HTTP call or socket, as a `PoolError`: the coordinator's own code when
+ * its answer carries one (400 `BAD_REQUEST`, 404 `UNKNOWN_TENANT`, 503 ...), 401 is
+ * `UNAUTHORIZED`, and only the unknown is `INTERNAL`. Never echoes the token.
+ */
+function transportError(tenant: string, endpoint: URL, error: unknown, refusal?: Refusal): PoolError {
   const message = error instanceof Error ? error.message : String(error);
-  const code = status ?? Number(/RPC request failed: (\d{3})/.exec(message)?.[1] ?? 0);
+  const code = refusal?.status ?? 0;
   if (code === 401) {
     return new PoolError("UNAUTHORIZED", tenant, `tenant "${tenant}": the coordinator refused the token (missing, malformed, expired, or for another tenant)`);
+  }
+  if (refusal?.error && refusal.error.code !== "INTERNAL") {
+    // The coordinator's message already starts with its code, as one through a binding does.
+    const known = new PoolError(refusal.error.code, tenant, "");
+    known.message = refusal.error.message;
+    return known;
   }
   const where = `${endpoint.protocol}//${endpoint.host}`;
   return new PoolError("INTERNAL", tenant, `tenant "${tenant}": call to ${where} failed${code ? ` with HTTP ${code}` : ""}: ${message}`);

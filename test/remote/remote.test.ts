@@ -3,6 +3,7 @@ import { createInterface } from "node:readline";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createPool, getConnection, PoolError } from "../../src/index.ts";
+import { freePort } from "../setup/embedded.ts";
 import { startCoordinator } from "./coordinator.ts";
 
 const databaseUrl = inject("databaseUrl");
@@ -76,6 +77,20 @@ describe("remote clients over Cap'n Web", () => {
     const other = tenantName("node-other");
     await coordinator.tenant(other);
     await expect(createPool(coordinator.url, { tenant: other, token }).sql`select 1`).rejects.toMatchObject({ code: "UNAUTHORIZED" });
+  });
+
+  it("a transport failure that carries a known code keeps it (HTTP 400 BAD_REQUEST, 401); INTERNAL is only for the unknown", async () => {
+    const token = await coordinator.tenant(tenantName("node-codes"));
+    const badName = /^BAD_REQUEST: tenant name "bad name!" must be 1-63 letters/;
+    const batch = await createPool(coordinator.url, { tenant: "bad name!", token }).sql`select 1`.catch((e: unknown) => e);
+    expect(batch).toBeInstanceOf(PoolError);
+    expect(batch).toMatchObject({ code: "BAD_REQUEST", tenant: "bad name!", retryable: false, message: expect.stringMatching(badName) });
+    const socket = await getConnection(coordinator.url, { tenant: "bad name!", token }).catch((e: unknown) => e);
+    expect(socket).toMatchObject({ code: "BAD_REQUEST", tenant: "bad name!", message: expect.stringMatching(badName) });
+    await expect(createPool(coordinator.url, { tenant: "node-codes-x", token }).sql`select 1`).rejects.toMatchObject({ code: "UNAUTHORIZED" });
+    const nobody = `http://127.0.0.1:${await freePort()}`;
+    await expect(createPool(nobody, { tenant: "acme", token }).sql`select 1`).rejects.toMatchObject({ code: "INTERNAL" });
+    await expect(getConnection(nobody, { tenant: "acme", token })).rejects.toMatchObject({ code: "INTERNAL" });
   });
 
   for (const runtime of ["deno", "node"] as const) {
