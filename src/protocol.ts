@@ -32,3 +32,16 @@ export interface CoordinatorApi {
   acquire(tenant: string, options?: CallOptions): Promise<Reply<Acquired>>;
   stats(tenant: string): Promise<Reply<unknown>>;
 }
+
+/** How a driver's client session borrows server connections (design §4). */
+export type WireMode = "transaction" | "session";
+
+/**
+ * What a coordinator (or a remote tunnel) offers drivers: one client session per
+ * call, speaking the Postgres wire protocol. `inbound` carries the client's
+ * bytes (startup first); the returned stream carries the coordinator's answers
+ * and ends when the session ends.
+ */
+export interface WireTarget {
+  connect(tenant: string, options: { mode: WireMode }, inbound: ReadableStream<Uint8Array>): Promise<ReadableStream<Uint8Array>>;
+}
