@@ -213,6 +213,19 @@ export class Pool<H> {
   }
 
   /**
+   * A borrower that drives the connection itself (a wire session) reports
+   * traffic: it counts as activity for `leaseTimeoutMs`. `inflight` (+1 when
+   * a request goes out unanswered, -1 when its answer is in) brackets what
+   * the janitor never reclaims, as `use()` does.
+   */
+  touch(lease: Lease<H>, inflight = 0): void {
+    if (lease.state !== "active") return;
+    lease.inflight += inflight;
+    lease.lastActivityAt = this.clock.now();
+    if (lease.inflight === 0) this.want(lease.lastActivityAt + this.options.leaseTimeoutMs);
+  }
+
+  /**
    * Gives a lease's connection back; idempotent once the lease is over. A
    * shared lease (pipelined one-shots) is given back once per holder, and the
    * connection returns when the last one does. With `reset` (the default) the

@@ -9,6 +9,8 @@ export interface Backend {
   readonly parameters: ReadonlyMap<string, string>;
   /** The last ReadyForQuery status: `I` idle, `T` in a transaction, `E` in a failed one. */
   readonly transactionStatus: "I" | "T" | "E";
+  /** Incremented whenever every prepared statement on the server may have been dropped; caches from an older epoch are void. */
+  readonly statementEpoch: number;
   /** Sends whole frontend messages, in order. Resolves when the socket took them (backpressure). */
   write(bytes: Uint8Array): Promise<void>;
   /**
