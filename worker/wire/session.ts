@@ -82,6 +82,7 @@ const ANSWERED_BY = {
  * server's.
  */
 export class WireSession<B extends Backend> {
+  readonly tenant: string;
   readonly mode: PoolMode;
   /** `startup` until the startup exchange is done, `ready` after, `closed` at the end. */
   phase: "startup" | "ready" | "closed";
@@ -125,6 +126,7 @@ export class WireSession<B extends Backend> {
 
   constructor(deps: WireSessionDeps<B>) {
     this.deps = deps;
+    this.tenant = deps.tenant;
     this.mode = deps.mode;
     this.phase = deps.startup ? "startup" : "ready";
     this.reader = new FrameReader(deps.startup);
