@@ -1,4 +1,9 @@
-/** libpq's `sslmode` values that edgepool honours (libpq's `allow` is not one of them). */
+/**
+ * libpq's `sslmode` values that edgepool honours (libpq's `allow` is not one
+ * of them). In workerd `startTls` always verifies the certificate chain and
+ * the host name, so `require` and `verify-ca` are as strict as `verify-full`
+ * there; `prefer` still falls back to plaintext when the server has no TLS.
+ */
 export type SslMode = "disable" | "prefer" | "require" | "verify-ca" | "verify-full";
 
 /** Where and as whom a server connection logs in, read from a `postgres://` URL. */
