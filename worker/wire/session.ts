@@ -479,6 +479,8 @@ export class WireSession<B extends Backend> {
 
   private CopyData(frame: Uint8Array): void {
     this.forward(frame);
+    // Marks where the copy ends in the stream: Syncs before it reached the server in copy mode.
+    if (this.copying && frame[0] !== Type.CopyData) this.expected.push({ type: frame[0]!, action: "swallow" });
   }
 
   private FunctionCall(frame: Uint8Array): void {
@@ -632,7 +634,7 @@ export class WireSession<B extends Backend> {
   }
 
   private CommandComplete(frame: Uint8Array): void {
-    this.copying = false;
+    this.endCopy();
     this.pop(ANSWERED_BY.Execute);
     if (this.server && frame.length <= 20) {
       const tag = parseCommandComplete(frame);
@@ -641,9 +643,30 @@ export class WireSession<B extends Backend> {
   }
 
   private ErrorResponse(): void {
-    this.copying = false;
+    this.endCopy();
     this.failed = true;
     this.dirty = true;
+  }
+
+  /**
+   * The COPY ended: Syncs the client pipelined behind the statement that
+   * started it reached the server in copy mode, which ignores them; they
+   * will get no ReadyForQuery (PgBouncer clears them the same way).
+   */
+  private endCopy(): void {
+    if (!this.copying) return;
+    this.copying = false;
+    for (let i = 1; i < this.expected.length; i++) {
+      const type = this.expected[i]!.type;
+      if (type === Type.CopyDone || type === Type.CopyFail) {
+        this.expected.splice(i, 1);
+        break;
+      }
+      if (type === Type.Sync) {
+        this.expected.splice(i--, 1);
+        if (this.owed > 0) this.owed--;
+      }
+    }
   }
 
   private ReadyForQuery(frame: Uint8Array): void {
