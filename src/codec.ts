@@ -15,6 +15,10 @@ import type { Column, Result } from "./result.ts";
 /** Texts longer than this go unnamed: the coordinator would keep a long text per server connection for little gain. */
 const MAX_NAMED_TEXT = 8192;
 
+/** Parse messages by text: a hot statement is hashed and framed once. Cleared when full rather than tracked LRU. */
+const parses = new Map<string, { name: string; bytes: Uint8Array }>();
+const MAX_CACHED_PARSES = 256;
+
 const SYNC = serialize.sync();
 const DESCRIBE_PORTAL = serialize.describe({ type: "P" });
 const EXECUTE = serialize.execute({});
@@ -27,14 +31,26 @@ const EXECUTE = serialize.execute({});
  */
 export function encodeQuery(text: string, params: readonly unknown[] = []): Uint8Array {
   if (params.length === 0) return serialize.query(text);
-  const name = text.length <= MAX_NAMED_TEXT ? statementName(text) : "";
+  const parse = parseMessage(text);
   return Buffer.concat([
-    serialize.parse({ name, text }),
-    serialize.bind({ statement: name, values: params.map(toText) }),
+    parse.bytes,
+    serialize.bind({ statement: parse.name, values: params.map(toText) }),
     DESCRIBE_PORTAL,
     EXECUTE,
     SYNC,
   ]);
+}
+
+function parseMessage(text: string): { name: string; bytes: Uint8Array } {
+  let parse = parses.get(text);
+  if (parse) return parse;
+  const name = text.length <= MAX_NAMED_TEXT ? statementName(text) : "";
+  parse = { name, bytes: serialize.parse({ name, text }) };
+  if (name) {
+    if (parses.size >= MAX_CACHED_PARSES) parses.clear();
+    parses.set(text, parse);
+  }
+  return parse;
 }
 
 /** `edgepool_` + a 64-bit hash of the text: stable across isolates, so every caller names a text alike. */
