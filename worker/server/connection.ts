@@ -16,6 +16,9 @@ export interface ServerConnectionOptions extends StartupOptions {
   onClose?: (cause: Error) => void;
 }
 
+/** How long `close()` waits for Terminate to be written before closing the socket anyway. */
+const TERMINATE_WAIT_MS = 1_000;
+
 /** How long a cancel waits for the server to hang up before closing its socket anyway. */
 const CANCEL_WAIT_MS = 5_000;
 
@@ -129,7 +132,10 @@ export class ServerConnection implements Backend {
   async close(): Promise<void> {
     if (this.endedBy || this.closing) return;
     this.closing = true;
-    await this.writer.write(Terminate()).catch(() => {});
+    // A server that stopped reading must not hold the close: Terminate is a courtesy.
+    let timer: ReturnType<typeof setTimeout> | undefined;
+    await Promise.race([this.writer.write(Terminate()).catch(() => {}), new Promise((resolve) => (timer = setTimeout(resolve, TERMINATE_WAIT_MS)))]);
+    clearTimeout(timer);
     await this.socket.close().catch(() => {});
     this.end(new Error("the connection was closed by the pool"));
   }
@@ -263,9 +269,12 @@ export class ServerConnection implements Backend {
     if (this.endedBy) return;
     this.endedBy = cause;
     void this.socket.close().catch(() => {});
-    this.receiver?.closed(cause);
-    for (const query of this.queries.splice(0)) query.fail(cause);
-    if (!this.closing) this.onClose?.(cause);
+    try {
+      this.receiver?.closed(cause);
+    } finally {
+      for (const query of this.queries.splice(0)) query.fail(cause);
+      if (!this.closing) this.onClose?.(cause);
+    }
   }
 }
 
