@@ -3,7 +3,7 @@ import { serialize } from "pg-protocol";
 import type { BackendMessage, CommandCompleteMessage, DataRowMessage, DatabaseError as ErrorMessage, RowDescriptionMessage } from "pg-protocol/dist/messages";
 import { Parser } from "pg-protocol/dist/parser";
 import types from "pg-types";
-import { DatabaseError, PoolError, type PoolErrorCode } from "./errors.ts";
+import { DatabaseError, isPoolErrorCode, PoolError } from "./errors.ts";
 import type { Column, Result } from "./result.ts";
 
 /**
@@ -118,14 +118,6 @@ for (const oid of [1009, 1015, 1014, 1002, 1003, 1016, 1231, 2951, 1183, 1270, 1
   PARSERS.set(oid, stringArray);
 }
 
-/** Every pool error code, to recognise one at the start of an ErrorResponse's message. */
-const POOL_CODES: Record<PoolErrorCode, true> = {
-  INVALID_OPTION: true, POOL_DISABLED: true, ACQUIRE_TIMEOUT: true, WAIT_QUEUE_FULL: true,
-  CONNECT_FAILED: true, LEASE_EXPIRED: true, LEASE_RELEASED: true, LEASE_LOST: true,
-  POOL_CLOSED: true, UNAUTHORIZED: true, UNKNOWN_TENANT: true, RESULT_TOO_LARGE: true,
-  QUERY_TIMEOUT: true, BAD_REQUEST: true, INTERNAL: true,
-};
-
 /**
  * Decodes the answer to one `encodeQuery` batch (everything up to ReadyForQuery)
  * into the last statement's result. An ErrorResponse whose message starts with a
@@ -187,8 +179,8 @@ function CommandComplete<Row>(message: CommandCompleteMessage, rows: Row[], colu
 function ErrorResponse(message: ErrorMessage, tenant: string): PoolError | DatabaseError {
   const text = message.message;
   const code = /^([A-Z_]+): /.exec(text)?.[1];
-  if (code && code in POOL_CODES) {
-    const error = new PoolError(code as PoolErrorCode, tenant, "");
+  if (isPoolErrorCode(code)) {
+    const error = new PoolError(code, tenant, "");
     error.message = text;
     return error;
   }

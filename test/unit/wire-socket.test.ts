@@ -292,4 +292,34 @@ describe("WireSocket backpressure", () => {
     expect(events).toEqual(["error:tunnel broke", "close:true"]);
     expect(socket.readyState).toBe("closed");
   });
+
+  it("a readable that ends emits end then close, and closes the writable", async () => {
+    let writableClosed = false;
+    const socket = new WireSocket(Promise.resolve({
+      readable: new ReadableStream<Uint8Array>({ start: (c) => (c.enqueue(Uint8Array.of(7)), c.close()) }),
+      writable: new WritableStream<Uint8Array>({ close: () => void (writableClosed = true) }),
+    }));
+    const events: string[] = [];
+    socket.on("data", (chunk: Buffer) => events.push(`data:${[...chunk]}`));
+    socket.on("end", () => events.push("end"));
+    socket.on("close", (hadError) => events.push(`close:${hadError}`));
+    await waitFor(() => events.length === 3 && writableClosed);
+    expect(events).toEqual(["data:7", "end", "close:false"]);
+    expect(socket.readyState).toBe("closed");
+  });
+
+  it("destroy() cancels the readable and aborts the writable", async () => {
+    const seen: string[] = [];
+    const socket = new WireSocket(Promise.resolve({
+      readable: new ReadableStream<Uint8Array>({ cancel: () => void seen.push("readable cancelled") }),
+      writable: new WritableStream<Uint8Array>({ abort: () => void seen.push("writable aborted") }),
+    }));
+    socket.on("data", () => {});
+    const closed = new Promise((r) => socket.once("close", r));
+    await new Promise((r) => setTimeout(r, 0));
+    socket.destroy();
+    await closed;
+    expect(seen.sort()).toEqual(["readable cancelled", "writable aborted"]);
+    expect(socket.write(Uint8Array.of(1))).toBe(false);
+  });
 });
