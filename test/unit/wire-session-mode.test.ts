@@ -98,3 +98,20 @@ describe("session mode", () => {
     expect(wire.pool.stats().leased).toBe(0);
   });
 });
+
+describe("session mode without a startup exchange (a built-in lease)", () => {
+  it("start() attaches now and resolves with the backend; endedBy is the error when none could be had", async () => {
+    const wire = makeWire({ maxConnections: 1 });
+    const a = wire.client({ mode: "session" });
+    const backend = await a.session.start();
+    expect(backend.pid).toBe(wire.driver.backends[0]!.pid);
+    expect(await a.session.start()).toBe(backend);
+    const b = wire.client({ mode: "session", acquireTimeoutMs: 10 });
+    const started = b.session.start().catch((e: unknown) => e);
+    await wire.clock.advance(10);
+    const error = await started;
+    expect(error).toBe(b.session.endedBy);
+    expect((error as Error).message).toMatch(/^ACQUIRE_TIMEOUT: /);
+    expect(b.session.closed).toBe(true);
+  });
+});

@@ -92,6 +92,8 @@ export class WireSession<B extends Backend> {
   backend: B | undefined;
   /** The client's cancel key (its BackendKeyData). */
   readonly key: CancelKey;
+  /** The pool error that ended the session (sent to the client as a FATAL ErrorResponse), if one did. */
+  endedBy: PoolError | undefined;
 
   private readonly deps: WireSessionDeps<B>;
   private readonly reader: FrameReader;
@@ -162,6 +164,21 @@ export class WireSession<B extends Backend> {
   answered(): Promise<void> {
     if (this.owed === 0 || this.closed) return Promise.resolve();
     return new Promise((resolve) => this.settled.push(resolve));
+  }
+
+  /**
+   * Attaches a server connection now (a built-in session-mode lease, which
+   * has no startup exchange); resolves with it, or rejects with the pool
+   * error that ended the session.
+   */
+  start(): Promise<B> {
+    const started = this.chain.then(async () => {
+      if (!this.backend && !this.closed) await this.attach(true);
+      if (this.backend) return this.backend;
+      throw this.endedBy ?? this.badRequest("the session has ended");
+    });
+    this.chain = started.then(() => undefined, () => undefined);
+    return started;
   }
 
   /** Cancels the running query (design §4): only with a server connection attached. */
@@ -710,6 +727,7 @@ export class WireSession<B extends Backend> {
   private fatal(error: PoolError, forceFatal = false): Promise<void> | undefined {
     if (this.closed) return undefined;
     const { bytes } = toErrorResponse(error, forceFatal ? { fatal: true } : {});
+    this.endedBy = error;
     this.pieces.push(bytes);
     const pending = this.deliver();
     this.end();
