@@ -1,7 +1,8 @@
 import { fromShape, PoolError } from "./errors.ts";
 import type { CallOptions, LeaseApi, Reply } from "./protocol.ts";
-import { toResult, type Result } from "./result.ts";
-import { checkParams, statement } from "./sql.ts";
+import { decodeResult, encodeQuery } from "./codec.ts";
+import type { Result } from "./result.ts";
+import { checkQuery, statement } from "./sql.ts";
 
 /** Unwraps a coordinator reply, rebuilding `PoolError` / `DatabaseError`. */
 export function unwrap<T>(reply: Reply<T>): T {
@@ -43,14 +44,15 @@ export class Connection {
   /** Runs `text` with `$1..$n` parameters on this lease's connection. */
   async query<Row = Record<string, unknown>>(text: string, params: unknown[] = []): Promise<Result<Row>> {
     if (this.#released) throw new PoolError("LEASE_RELEASED", this.tenant, `tenant "${this.tenant}" lease ${this.id} was already released`);
-    checkParams(this.tenant, params);
-    let reply: Reply<unknown>;
+    checkQuery(this.tenant, text, params);
+    const bytes = encodeQuery(text, params);
+    let reply: Reply<Uint8Array>;
     try {
-      reply = await this.#lease.query(text, params, this.#call);
+      reply = await this.#lease.run(bytes, this.#call);
     } catch (error) {
       throw lost(this.tenant, this.id, error);
     }
-    return toResult(unwrap(reply) as never);
+    return decodeResult<Row>(unwrap(reply), this.tenant);
   }
 
   /** Runs `fn` inside BEGIN/COMMIT on this connection; ROLLBACK if it throws. */

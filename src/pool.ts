@@ -1,10 +1,11 @@
 import { PoolError } from "./errors.ts";
 import { showValue } from "./show.ts";
 import { Connection, unwrap } from "./connection.ts";
-import type { CallOptions, CoordinatorApi, LeaseApi, Reply } from "./protocol.ts";
+import { decodeResult, encodeQuery } from "./codec.ts";
+import type { CallOptions, CoordinatorApi, LeaseApi, Reply, WireTarget } from "./protocol.ts";
 import { remoteCoordinator } from "./remote.ts";
-import { toResult, type Result } from "./result.ts";
-import { checkParams, statement } from "./sql.ts";
+import type { Result } from "./result.ts";
+import { checkQuery, statement } from "./sql.ts";
 
 /** Something with `idFromName`/`get`: a Durable Object namespace binding. */
 interface NamespaceLike {
@@ -57,9 +58,10 @@ export interface PoolClient {
 export function createPool(target: PoolTarget, options: ClientOptions = {}): PoolClient {
   const { tenant, call, coordinator, direct } = resolve(target, options);
   const run = async <Row>(text: string, params: unknown[] = []): Promise<Result<Row>> => {
-    checkParams(tenant, params);
-    const reply = await rpc(tenant, () => coordinator().query(tenant, text, params, call));
-    return toResult(unwrap(reply) as never);
+    checkQuery(tenant, text, params);
+    const bytes = encodeQuery(text, params);
+    const reply = await rpc(tenant, () => coordinator().run(tenant, bytes, call));
+    return decodeResult<Row>(unwrap(reply), tenant);
   };
   const client: PoolClient = {
     tenant,
@@ -152,8 +154,19 @@ function isNamespace(target: Exclude<PoolTarget, string>): target is NamespaceLi
   return typeof t.fetch !== "function" && typeof t.idFromName === "function" && typeof t.get === "function";
 }
 
-function binding(target: Exclude<PoolTarget, string>, tenant: string): CoordinatorApi {
-  return isNamespace(target) ? (target.get(target.idFromName(tenant) as never) as CoordinatorApi) : (target as CoordinatorApi);
+function binding(target: Exclude<PoolTarget, string>, tenant: string): CoordinatorApi & WireTarget {
+  return isNamespace(target) ? (target.get(target.idFromName(tenant) as never) as CoordinatorApi & WireTarget) : (target as CoordinatorApi & WireTarget);
+}
+
+/**
+ * Where a driver's sessions go: the tenant's coordinator behind a Durable
+ * Object namespace or the `PoolService` binding (both answer `connect`).
+ */
+export function wireTarget(target: PoolTarget | WireTarget, tenant: string): WireTarget {
+  if (typeof target === "string") {
+    throw new PoolError("INVALID_OPTION", tenant, `a driver session needs a Durable Object namespace or a PoolService binding as its target; remote driver sessions over a URL are not available yet`);
+  }
+  return binding(target as Exclude<PoolTarget, string>, tenant);
 }
 
 /** A call that failed in transport (not with a reply) becomes an `INTERNAL` error naming the cause. */

@@ -1,5 +1,4 @@
 import type { ErrorShape } from "./errors.ts";
-import type { QueryResult } from "./result.ts";
 
 /** Every coordinator answer: errors travel as values because RPC drops custom error properties. */
 export type Reply<T> = { ok: true; value: T } | { ok: false; error: ErrorShape };
@@ -12,9 +11,10 @@ export interface CallOptions {
   queryTimeoutMs?: number;
 }
 
-/** A lease as the coordinator serves it (an RPC target on the coordinator's side). */
+/** A lease as the coordinator serves it (an RPC target on the coordinator's side): a session-mode session, one batch per `run`. */
 export interface LeaseApi {
-  query(text: string, params?: unknown[], options?: CallOptions): Promise<Reply<QueryResult>>;
+  /** One batch of frontend protocol bytes; the answer is the backend's bytes up to its last ReadyForQuery. */
+  run(bytes: Uint8Array, options?: CallOptions): Promise<Reply<Uint8Array>>;
   release(): Promise<Reply<null>>;
 }
 
@@ -28,7 +28,8 @@ export interface Acquired {
 
 /** What a coordinator (Durable Object or the coordinator Worker's entrypoint) answers over RPC. */
 export interface CoordinatorApi {
-  query(tenant: string, text: string, params?: unknown[], options?: CallOptions): Promise<Reply<QueryResult>>;
+  /** A one-shot: one batch of frontend protocol bytes in transaction mode, no startup; the backend's bytes up to its last ReadyForQuery. */
+  run(tenant: string, bytes: Uint8Array, options?: CallOptions): Promise<Reply<Uint8Array>>;
   acquire(tenant: string, options?: CallOptions): Promise<Reply<Acquired>>;
   stats(tenant: string): Promise<Reply<unknown>>;
 }
@@ -43,5 +44,5 @@ export type WireMode = "transaction" | "session";
  * and ends when the session ends.
  */
 export interface WireTarget {
-  connect(tenant: string, options: { mode: WireMode }, inbound: ReadableStream<Uint8Array>): Promise<ReadableStream<Uint8Array>>;
+  wire(tenant: string, options: { mode: WireMode }, inbound: ReadableStream<Uint8Array>): Promise<ReadableStream<Uint8Array>>;
 }

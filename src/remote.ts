@@ -1,11 +1,10 @@
 import { newHttpBatchRpcSession, newWebSocketRpcSession } from "capnweb";
 import { isPoolErrorCode, PoolError, type PoolErrorCode } from "./errors.ts";
 import type { Acquired, CallOptions, CoordinatorApi, Reply } from "./protocol.ts";
-import type { QueryResult } from "./result.ts";
 
 /** The tenant API a coordinator serves to remote clients once their token was checked. */
 interface RemoteApi {
-  query(text: string, params?: unknown[], options?: CallOptions): Promise<Reply<QueryResult>>;
+  run(bytes: Uint8Array, options?: CallOptions): Promise<Reply<Uint8Array>>;
   acquire(options?: CallOptions): Promise<Reply<Acquired>>;
   stats(): Promise<Reply<unknown>>;
 }
@@ -30,7 +29,7 @@ export function remoteCoordinator(baseUrl: string, tenant: string, token: string
     }
   };
   return {
-    query: (_tenant, text, params, options) => call((api) => api.query(text, params, options)),
+    run: (_tenant, bytes, options) => call((api) => api.run(bytes, options)),
     stats: () => call((api) => api.stats()),
     async acquire(_tenant, options) {
       const socketUrl = new URL(endpoint);

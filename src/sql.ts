@@ -28,3 +28,33 @@ export function checkParams(tenant: string, params: unknown): void {
     }
   });
 }
+
+/** The protocol counts bind parameters in an Int16. */
+export const MAX_PARAMETERS = 65_535;
+
+/** Query text beyond this is refused: RPC carries 32 MiB at most, and no sane statement is this long. */
+export const MAX_QUERY_TEXT = 16 * 1024 * 1024;
+
+/** What a one-shot or a lease cannot carry: streams to or from the client, and notifications (a driver in session mode can). */
+const UNSUPPORTED = /^\s*(copy\b[\s\S]*\b(stdin|stdout)\b|listen\b|unlisten\b)/i;
+
+/** Checks a query where it enters the client: text a non-empty string within bounds, parameters an array within the protocol's limit. */
+export function checkQuery(tenant: string, text: unknown, params: unknown): asserts text is string {
+  if (typeof text !== "string") {
+    throw new PoolError("BAD_REQUEST", tenant, `query text must be a string, got ${text === null ? "null" : typeof text}`);
+  }
+  if (text.trim() === "") throw new PoolError("BAD_REQUEST", tenant, "query text is empty");
+  if (text.length > MAX_QUERY_TEXT) {
+    throw new PoolError("BAD_REQUEST", tenant, `query text of ${text.length} characters exceeds ${MAX_QUERY_TEXT}; pass large values as parameters`);
+  }
+  if (UNSUPPORTED.test(text)) {
+    throw new PoolError("BAD_REQUEST", tenant, `${text.trim().split(/\s+/)[0]!.toUpperCase()} is not supported by the built-in client: COPY FROM STDIN / TO STDOUT and LISTEN need a driver session (postgres.js or pg with postgresOptions()/pgOptions(), mode "session" for LISTEN)`);
+  }
+  if (params !== undefined && !Array.isArray(params)) {
+    throw new PoolError("BAD_REQUEST", tenant, `query parameters must be an array, got ${typeof params}`);
+  }
+  if (Array.isArray(params) && params.length > MAX_PARAMETERS) {
+    throw new PoolError("BAD_REQUEST", tenant, `${params.length} parameters exceed the protocol's limit of ${MAX_PARAMETERS}`);
+  }
+  checkParams(tenant, params);
+}

@@ -1,5 +1,6 @@
 import type { Duplex } from "node:stream";
 import { PoolError } from "./errors.ts";
+import { wireTarget, type PoolTarget } from "./pool.ts";
 import type { WireMode, WireTarget } from "./protocol.ts";
 import { WireSocket } from "./socket.ts";
 
@@ -39,14 +40,14 @@ const POOL_KEYS = new Set([
  * Node-style socket (postgres.js' `socket`, pg's `stream`). Bytes written
  * before the coordinator answers are kept and sent in order.
  */
-export function connect(target: WireTarget, options: WireOptions): WireSocket {
+export function connect(target: PoolTarget | WireTarget, options: WireOptions): WireSocket {
   const { tenant, mode } = checkWire(options, (key) => `option "${key}" is not a connect() option (known: tenant, mode)`);
   return open(target, tenant, mode);
 }
 
-function open(target: WireTarget, tenant: string, mode: WireMode): WireSocket {
+function open(target: PoolTarget | WireTarget, tenant: string, mode: WireMode): WireSocket {
   const inbound = new TransformStream<Uint8Array, Uint8Array>(undefined, new ByteLengthQueuingStrategy({ highWaterMark: INBOUND_HIGH_WATER_BYTES }));
-  const outbound = target.connect(tenant, { mode }, inbound.readable);
+  const outbound = wireTarget(target, tenant).wire(tenant, { mode }, inbound.readable);
   return new WireSocket(outbound.then((readable) => ({ readable, writable: inbound.writable })));
 }
 
@@ -56,7 +57,7 @@ function open(target: WireTarget, tenant: string, mode: WireMode): WireSocket {
  * the caller's own postgres.js options win, except those that would leave the
  * tunnel (`socket`, `host`, `port`, `path`, `ssl`), rejected with `INVALID_OPTION`.
  */
-export function postgresOptions<T extends object = {}>(target: WireTarget, options: WireOptions & T) {
+export function postgresOptions<T extends object = {}>(target: PoolTarget | WireTarget, options: WireOptions & T) {
   const { tenant, mode, rest } = checkDriver(options, "postgres");
   return {
     // One connection per request: the request is one executor of the pool (design §3's sizing), and postgres.js pipelines on it.
@@ -85,7 +86,7 @@ export function postgresOptions<T extends object = {}>(target: WireTarget, optio
  * caller's own pg options win, except those that would leave the tunnel
  * (`stream`, `host`, `port`, `connectionString`, `ssl`).
  */
-export function pgOptions<T extends object = {}>(target: WireTarget, options: WireOptions & T) {
+export function pgOptions<T extends object = {}>(target: PoolTarget | WireTarget, options: WireOptions & T) {
   const { tenant, mode, rest } = checkDriver(options, "pg");
   return {
     // One connection per request, as for postgres.js (pg.Pool only; pg.Client ignores it).

@@ -1,16 +1,14 @@
+import { connect } from "cloudflare:sockets";
 import { DurableObject } from "cloudflare:workers";
 import { PoolError } from "../src/errors.ts";
-import type { Acquired, CallOptions, CoordinatorApi, Reply } from "../src/protocol.ts";
-import type { QueryResult } from "../src/result.ts";
-import { pgDriver, type PgHandle } from "./driver.ts";
+import type { Acquired, CallOptions, CoordinatorApi, Reply, WireMode } from "../src/protocol.ts";
 import type { Env } from "./env.ts";
-import { systemClock } from "./pool/clock.ts";
-import type { Lease } from "./pool/connection.ts";
+import { FrontDoor, type FrontStats } from "./front.ts";
 import { LeaseTarget } from "./lease-target.ts";
-import { Pool, type PoolStats } from "./pool/pool.ts";
-import { changesSession, checkQuery, execute } from "./query.ts";
+import { systemClock } from "./pool/clock.ts";
 import { RemoteApi, serveRemote } from "./remote.ts";
-import { callOption, queryLimits, reply } from "./reply.ts";
+import { callOption, reply } from "./reply.ts";
+import type { Connector } from "./server/socket.ts";
 import { checkTenant, configFromEnv, DEFAULT_TENANT, maskPassword, resolveConfig, type TenantConfig } from "./tenant.ts";
 
 /** A tenant's configuration as the admin API shows it: never the password. */
@@ -29,15 +27,22 @@ interface StoredTenant {
   config: TenantConfig;
 }
 
+/** Frontend bytes one built-in batch may carry (RPC carries 32 MiB). */
+const MAX_BATCH_BYTES = 30 * 1024 * 1024;
+
+/** `cloudflare:sockets` as the server connections' connector. */
+const sockets: Connector = (address, options) => connect(address, options);
+
 /**
  * The Durable Object that owns one tenant's database sockets. A thin shell:
- * it builds the pool from the tenant's config, answers RPC, and runs the
- * janitor from its alarm.
+ * it keeps the tenant's config, builds its front door (wire sessions over the
+ * pool), answers RPC, and runs the janitor from its alarm.
  */
 export class PoolCoordinator extends DurableObject<Env> implements CoordinatorApi {
   private tenant: string | undefined;
   private config: TenantConfig | undefined;
-  private pool: Pool<PgHandle> | undefined;
+  private front: FrontDoor | undefined;
+  private nextLeaseId = 1;
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
@@ -52,9 +57,7 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
       this.checkRoute(checkTenant(tenant));
       const config = resolveConfig(tenant, input ?? {});
       this.ctx.storage.kv.put("tenant", { tenant, config } satisfies StoredTenant);
-      const old = this.pool;
       this.start(tenant, config);
-      void old?.drain();
       return view(tenant, config);
     });
   }
@@ -62,23 +65,23 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
   /** This tenant's configuration with the password masked. */
   async describe(tenant: string): Promise<Reply<TenantView>> {
     return reply(String(tenant), async () => {
-      this.poolFor(tenant);
+      this.frontFor(tenant);
       if (!this.config) throw new PoolError("UNKNOWN_TENANT", tenant, `tenant "${tenant}" was deleted`);
       return view(tenant, this.config);
     });
   }
 
   /**
-   * Deletes this tenant: its config is forgotten, its pool takes no new leases
-   * (`POOL_CLOSED`), existing leases finish, then its sockets close.
+   * Deletes this tenant: its config is forgotten, its pool takes no new
+   * sessions (`POOL_CLOSED`), existing ones finish, then its sockets close.
    */
   async remove(tenant: string): Promise<Reply<{ tenant: string; leased: number }>> {
     return reply(String(tenant), async () => {
-      const pool = this.poolFor(tenant);
+      const front = this.frontFor(tenant);
       this.ctx.storage.kv.delete("tenant");
       this.config = undefined;
-      const { leased } = pool.stats();
-      void pool.drain();
+      const { leased } = front.stats();
+      void front.drain();
       return { tenant, leased };
     });
   }
@@ -92,60 +95,56 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
     return serveRemote(request, new RemoteApi(this, request.headers.get("X-Edgepool-Tenant") ?? ""));
   }
 
-  /** A one-shot query in transaction mode: any free connection, given back at once. */
-  async query(tenant: string, text: string, params?: unknown[], options?: CallOptions): Promise<Reply<QueryResult>> {
+  /**
+   * A driver's client session (postgres.js, pg): `inbound` carries its
+   * protocol bytes, startup first; the answer streams back. The session ends
+   * with the caller's request (its streams break) or when the driver ends it.
+   */
+  async wire(tenant: string, options: { mode?: WireMode } | undefined, inbound: ReadableStream<Uint8Array>): Promise<ReadableStream<Uint8Array>> {
+    const mode = options?.mode ?? "transaction";
+    if (mode !== "transaction" && mode !== "session") {
+      throw new PoolError("INVALID_OPTION", String(tenant), `option "mode" = ${JSON.stringify(mode)} must be "transaction" or "session"`);
+    }
+    return this.frontFor(tenant).connect(mode, inbound);
+  }
+
+  /** A built-in one-shot: one batch of frontend bytes in transaction mode, answered up to its last ReadyForQuery. */
+  async run(tenant: string, bytes: Uint8Array, options?: CallOptions): Promise<Reply<Uint8Array>> {
     return reply(String(tenant), async () => {
-      checkQuery(tenant, text, params);
-      let reset = changesSession(text);
-      // A statement that leaves no session state may be pipelined on a busy connection.
-      const [pool, lease] = await this.borrow(tenant, options, !reset);
-      const limits = queryLimits(pool, options);
+      const front = this.frontFor(tenant);
+      checkBatch(tenant, bytes);
+      const runner = front.batches("transaction", { acquireTimeoutMs: callOption(tenant, options, "acquireTimeoutMs") });
       try {
-        return await pool.use(lease, (handle) => execute(handle, text, params, limits));
-      } catch (error) {
-        reset = true;
-        throw error;
+        return await front.run(runner, bytes, { queryTimeoutMs: callOption(tenant, options, "queryTimeoutMs") });
       } finally {
-        pool.release(lease, { reset });
+        void runner.endWhenDone();
       }
     });
   }
 
-  /** A lease (session mode): one connection pinned until `release()` or until the caller's stub is disposed. */
+  /** A built-in lease (session mode): one connection pinned until `release()` or until the caller's stub is disposed. */
   async acquire(tenant: string, options?: CallOptions): Promise<Reply<Acquired>> {
     return reply(String(tenant), async () => {
-      const [pool, lease] = await this.borrow(tenant, options);
-      return { id: lease.id, pid: lease.connection.handle!.pid, lease: new LeaseTarget(pool, lease) };
+      const front = this.frontFor(tenant);
+      const { runner, pid } = await front.lease({ acquireTimeoutMs: callOption(tenant, options, "acquireTimeoutMs") });
+      const id = this.nextLeaseId++;
+      return { id, pid, lease: new LeaseTarget(front, runner, id) };
     });
   }
 
-  /** The tenant pool's live counters and sizing verdict. */
-  async stats(tenant: string): Promise<Reply<PoolStats>> {
-    return reply(String(tenant), async () => this.poolFor(tenant).stats());
+  /** The tenant pool's live counters, its client sessions and its sizing verdict. */
+  async stats(tenant: string): Promise<Reply<FrontStats>> {
+    return reply(String(tenant), async () => this.frontFor(tenant).stats());
   }
 
   /** The janitor: runs what is due and sets the alarm to the next deadline (via the pool's `schedule`). */
   override async alarm(): Promise<void> {
-    this.pool?.sweep();
+    this.front?.sweep();
   }
 
-  /** Acquires from the tenant's pool; a waiter caught by a config change moves to the new pool instead of failing. */
-  private async borrow(tenant: string, options: CallOptions | undefined, shared = false): Promise<[Pool<PgHandle>, Lease<PgHandle>]> {
-    const timeoutMs = callOption(tenant, options, "acquireTimeoutMs");
-    for (;;) {
-      const pool = this.poolFor(tenant);
-      try {
-        return [pool, await pool.acquire({ timeoutMs, shared })];
-      } catch (error) {
-        const replaced = error instanceof PoolError && error.code === "POOL_CLOSED" && this.pool !== pool && this.config !== undefined;
-        if (!replaced) throw error;
-      }
-    }
-  }
-
-  private poolFor(tenant: string): Pool<PgHandle> {
+  private frontFor(tenant: string): FrontDoor {
     this.checkRoute(checkTenant(tenant));
-    if (this.pool) return this.pool;
+    if (this.front) return this.front;
     const config = tenant === DEFAULT_TENANT ? configFromEnv(this.env) : undefined;
     if (!config) {
       throw new PoolError("UNKNOWN_TENANT", tenant, tenant === DEFAULT_TENANT
@@ -161,19 +160,28 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
     }
   }
 
-  private start(tenant: string, config: TenantConfig): Pool<PgHandle> {
+  private start(tenant: string, config: TenantConfig): FrontDoor {
     this.tenant = tenant;
     this.config = config;
-    const pool: Pool<PgHandle> = new Pool({
+    if (this.front) {
+      this.front.configure(config);
+      return this.front;
+    }
+    this.front = new FrontDoor({
       tenant,
-      options: config.options,
       clock: systemClock,
-      driver: pgDriver({ connectionString: config.connectionString, tenant, options: config.options, onBroken: (handle) => pool.markBroken(handle) }),
+      connector: sockets,
       schedule: (at) => {
-        if (at !== undefined && this.pool === pool) this.ctx.storage.setAlarm(at).catch(() => {});
+        if (at !== undefined) this.ctx.storage.setAlarm(at).catch(() => {});
       },
-    });
-    this.pool = pool;
-    return pool;
+    }, config);
+    return this.front;
   }
+}
+
+/** Checks a built-in batch where it enters: bytes, within the RPC bound. */
+function checkBatch(tenant: string, bytes: unknown): asserts bytes is Uint8Array {
+  if (!(bytes instanceof Uint8Array)) throw new PoolError("BAD_REQUEST", tenant, `a batch must be bytes (Uint8Array), got ${bytes === null ? "null" : typeof bytes}`);
+  if (bytes.length === 0) throw new PoolError("BAD_REQUEST", tenant, "a batch is empty");
+  if (bytes.length > MAX_BATCH_BYTES) throw new PoolError("BAD_REQUEST", tenant, `a batch of ${bytes.length} bytes exceeds ${MAX_BATCH_BYTES}; pass large data with COPY through a driver`);
 }

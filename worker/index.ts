@@ -1,6 +1,6 @@
 import { WorkerEntrypoint } from "cloudflare:workers";
 import { PoolError, toShape } from "../src/errors.ts";
-import type { CallOptions, Reply } from "../src/protocol.ts";
+import type { CallOptions, Reply, WireMode } from "../src/protocol.ts";
 import { admin, checkAdmin, fail } from "./admin.ts";
 import { bearerToken, verifyToken } from "./auth.ts";
 import type { PoolCoordinator } from "./coordinator.ts";
@@ -27,8 +27,13 @@ export class PoolService extends WorkerEntrypoint<Env> {
     return handler.fetch(request, this.env);
   }
 
-  query(tenant: string, text: string, params?: unknown[], options?: CallOptions) {
-    return route(this.env, tenant, (c) => c.query(tenant, text, params, options));
+  run(tenant: string, bytes: Uint8Array, options?: CallOptions) {
+    return route(this.env, tenant, (c) => c.run(tenant, bytes, options));
+  }
+
+  /** A driver's session (see `PoolCoordinator.connect`); the streams pass through to the tenant's coordinator. */
+  wire(tenant: string, options: { mode?: WireMode } | undefined, inbound: ReadableStream<Uint8Array>) {
+    return coordinatorFor(this.env, tenant).wire(tenant, options, inbound);
   }
 
   acquire(tenant: string, options?: CallOptions) {

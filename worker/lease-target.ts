@@ -1,39 +1,51 @@
 import { RpcTarget } from "cloudflare:workers";
+import { PoolError } from "../src/errors.ts";
 import type { CallOptions, LeaseApi, Reply } from "../src/protocol.ts";
-import type { QueryResult } from "../src/result.ts";
-import type { PgHandle } from "./driver.ts";
-import type { Lease } from "./pool/connection.ts";
-import type { Pool } from "./pool/pool.ts";
-import { checkQuery, execute } from "./query.ts";
-import { queryLimits, reply } from "./reply.ts";
+import type { FrontDoor } from "./front.ts";
+import { reply } from "./reply.ts";
+import type { ServerConnection } from "./server/connection.ts";
+import type { BatchRunner } from "./wire/batch.ts";
 
-/** A lease as the borrower holds it: an RPC target whose disposal releases it. */
+/**
+ * A built-in lease as the borrower holds it: a session-mode wire session
+ * without startup, one `run()` per batch. Disposing it (or the caller's
+ * request ending) ends the session: the transaction is rolled back, the
+ * session reset, the connection returned.
+ */
 export class LeaseTarget extends RpcTarget implements LeaseApi {
-  readonly #pool: Pool<PgHandle>;
-  readonly #lease: Lease<PgHandle>;
+  readonly #front: FrontDoor;
+  readonly #runner: BatchRunner<ServerConnection>;
+  readonly #id: number;
+  #released = false;
 
-  constructor(pool: Pool<PgHandle>, lease: Lease<PgHandle>) {
+  constructor(front: FrontDoor, runner: BatchRunner<ServerConnection>, id: number) {
     super();
-    this.#pool = pool;
-    this.#lease = lease;
+    this.#front = front;
+    this.#runner = runner;
+    this.#id = id;
   }
 
-  async query(text: string, params?: unknown[], options?: CallOptions): Promise<Reply<QueryResult>> {
-    const pool = this.#pool;
-    return reply(pool.tenant, async () => {
-      checkQuery(pool.tenant, text, params);
-      const limits = queryLimits(pool, options);
-      return pool.use(this.#lease, (handle) => execute(handle, text, params, limits));
+  async run(bytes: Uint8Array, options?: CallOptions): Promise<Reply<Uint8Array>> {
+    const { tenant } = this.#front;
+    return reply(tenant, async () => {
+      if (this.#released) throw new PoolError("LEASE_RELEASED", tenant, `tenant "${tenant}" lease ${this.#id} was already released`);
+      return this.#front.run(this.#runner, bytes, options);
     });
   }
 
   async release(): Promise<Reply<null>> {
-    this.#pool.release(this.#lease);
+    this.#end();
     return { ok: true, value: null };
   }
 
   /** Runs when the borrower disposes its stub or its request ends. */
   [Symbol.dispose](): void {
-    this.#pool.release(this.#lease);
+    this.#end();
+  }
+
+  #end(): void {
+    if (this.#released) return;
+    this.#released = true;
+    void this.#runner.endWhenDone();
   }
 }

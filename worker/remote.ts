@@ -14,8 +14,8 @@ export class RemoteApi extends RpcTarget {
     this.#tenant = tenant;
   }
 
-  query(text: string, params?: unknown[], options?: CallOptions) {
-    return this.#coordinator.query(this.#tenant, text, params, options);
+  run(bytes: Uint8Array, options?: CallOptions) {
+    return this.#coordinator.run(this.#tenant, bytes, options);
   }
 
   acquire(options?: CallOptions) {

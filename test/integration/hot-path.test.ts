@@ -36,12 +36,14 @@ describe("hot path", () => {
     expect(await executions(next)).toEqual([{ executions: 4 }]);
     const left = await next.query<{ statement: string; from_sql: boolean }>("select statement, from_sql from pg_prepared_statements where statement like '%mine%' or statement like '%lease_too%'");
     expect([...left].filter((r) => !r.statement.includes("pg_prepared_statements"))).toEqual([{ statement: "select $1::int as lease_too", from_sql: false }]);
-    // A session that drops prepared statements itself: the connection prepares no more, and still answers.
+    // A session that drops prepared statements itself (DEALLOCATE ALL): the coordinator honours it and
+    // prepares the statement afresh when it is next needed, on the same backend.
     await next.query("deallocate all");
+    expect(await executions(next)).toEqual([]);
     await next.release();
     expect((await db.query<{ n: number; pid: number }>(text, [20]))[0]).toEqual({ n: 21, pid });
     const last = await db.getConnection();
-    expect(await executions(last)).toEqual([]);
+    expect(await executions(last)).toEqual([{ executions: 1 }]);
     await last.release();
   });
 

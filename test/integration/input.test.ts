@@ -47,8 +47,11 @@ describe("bad input gets a clear error and loses nothing", () => {
     const many = Array.from({ length: 65_536 }, (_, i) => i);
     await expect(db.query("select 1", many)).rejects.toMatchObject({ code: "BAD_REQUEST", message: expect.stringContaining("65536 parameters exceed") });
     await expect((db.sql as unknown as (s: string) => Promise<unknown>)("select 1")).rejects.toMatchObject({ code: "BAD_REQUEST" });
-    const raw = await stub.query(tenant, { text: "select 1" } as never);
+    // The coordinator checks what reaches it too: a batch must be protocol bytes, and well-formed ones.
+    const raw = await stub.run(tenant, { text: "select 1" } as never);
     expect(raw).toMatchObject({ ok: false, error: { code: "BAD_REQUEST" } });
+    const garbage = await stub.run(tenant, new Uint8Array([0x51, 0, 0, 0, 2]));
+    expect(garbage).toMatchObject({ ok: false, error: { code: "BAD_REQUEST" } });
     await expect(db.query("select $1::int as n", ["not a number"])).rejects.toMatchObject({ code: "22P02" });
     await expect(db.sql`select ${() => 1} as f`).rejects.toMatchObject({ code: "BAD_REQUEST", message: expect.stringContaining("parameter $1 is a function") });
     await expect(db.query(`select 1 -- ${"x".repeat(16 * 1024 * 1024)}`)).rejects.toMatchObject({ code: "BAD_REQUEST", message: expect.stringContaining("exceeds 16777216") });

@@ -1,6 +1,7 @@
 import { runDurableObjectAlarm, SELF } from "cloudflare:test";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createPool, getConnection, PoolError } from "../../src/index.ts";
+import { encodeQuery } from "../../src/codec.ts";
 import { configure, observer, serverPids, sleep, tenantName, testEnv, until } from "./helpers.ts";
 
 const sql = observer();
@@ -90,7 +91,7 @@ describe("leases", () => {
     const raw = await stub.acquire(tenant);
     if (!raw.ok) throw new Error(raw.error.message);
     await raw.value.lease.release();
-    const reply = await raw.value.lease.query("select 1");
+    const reply = await raw.value.lease.run(encodeQuery("select 1"));
     expect(reply).toMatchObject({ ok: false, error: { kind: "pool", code: "LEASE_RELEASED" } });
     expect((await createPool(testEnv.EDGEPOOL, { tenant }).sql`select 1 as one`)[0]).toEqual({ one: 1 });
   });

@@ -28,8 +28,9 @@ describe("pool options", () => {
       queryTimeoutMs: 0,
       maxResultBytes: 16 * 1024 * 1024,
       pipelineDepth: 4,
+      maxPreparedStatements: 200,
     });
-    expect(Object.keys(DEFAULTS)).toHaveLength(18);
+    expect(Object.keys(DEFAULTS)).toHaveLength(19);
   });
 
   it("maxIdle defaults to the given maxConnections", () => {
@@ -125,6 +126,7 @@ describe("pool options", () => {
     ["connectTimeoutMs", 0, 1],
     ["maxConcurrentConnects", 0, 1],
     ["pipelineDepth", 0, 1],
+    ["maxPreparedStatements", -1, 0],
   ])("%s = %s is below its minimum %s", (key, value, minimum) => {
     const error = thrown(() => resolveOptions("acme", { [key]: value }), "INVALID_OPTION");
     expect(error.message).toBe(`INVALID_OPTION: option "${key}" = ${value} must be an integer >= ${minimum}`);
@@ -202,6 +204,7 @@ describe("options from EDGEPOOL_* variables", () => {
       EDGEPOOL_QUERY_TIMEOUT_MS: "15000",
       EDGEPOOL_MAX_RESULT_BYTES: "1048576",
       EDGEPOOL_PIPELINE_DEPTH: "2",
+      EDGEPOOL_MAX_PREPARED_STATEMENTS: "50",
       DATABASE_URL: "postgres://u:secret@db:5432/app",
       EDGEPOOL_ADMIN_TOKEN: "t0ken",
     };
@@ -225,6 +228,7 @@ describe("options from EDGEPOOL_* variables", () => {
       queryTimeoutMs: 15000,
       maxResultBytes: 1048576,
       pipelineDepth: 2,
+      maxPreparedStatements: 50,
     });
   });
 

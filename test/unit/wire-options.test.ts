@@ -17,7 +17,7 @@ const login = { user: decodeURIComponent(url.username), password: decodeURICompo
 function tcpTarget() {
   const calls: { tenant: string; mode: WireMode }[] = [];
   const target: WireTarget = {
-    connect(tenant, { mode }, inbound) {
+    wire(tenant, { mode }, inbound) {
       calls.push({ tenant, mode });
       return new Promise((resolve, reject) => {
         const tcp = net.connect(Number(url.port || 5432), url.hostname, () => {

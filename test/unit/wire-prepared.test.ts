@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { fe, leasedPids, makeWire, type Wire } from "./wire-helpers.ts";
+import { flush } from "./helpers.ts";
 
 /** Holds `n` backends busy in open transactions so the next acquire gets a specific one. */
 async function pin(wire: Wire, n: number) {
@@ -181,10 +182,18 @@ describe("named prepared statements in transaction mode", () => {
     expect(wire.driver.backends[0]!.log.slice(0, 2)).toEqual(["P:s", "B:s"]);
   });
 
-  it("session mode passes named statements through untouched", async () => {
+  it("session mode tracks named statements too: the reset keeps protocol statements, so no client name is left on the server", async () => {
     const wire = makeWire();
-    const c = wire.client({ mode: "session" });
-    await c.send(fe.parse("s", "select $1"), fe.bind("s", ["1"]), fe.execute(), fe.sync());
-    expect(wire.driver.backends[0]!.log.slice(0, 2)).toEqual(["P:s", "B:s"]);
+    const first = wire.client({ mode: "session" });
+    await first.send(fe.parse("s", "select $1"), fe.bind("s", ["1"]), fe.execute(), fe.sync());
+    expect(wire.driver.backends[0]!.log.slice(0, 2)).toEqual(["P:edgepool_1", "B:edgepool_1"]);
+    first.session.end();
+    await flush();
+    // The next session on the same backend uses the same client name: no clash, no second Parse.
+    const second = wire.client({ mode: "session" });
+    await second.send(fe.parse("s", "select $1"), fe.bind("s", ["2"]), fe.execute(), fe.sync());
+    expect(second.types()).toContain("1 2 D C Z");
+    expect(wire.driver.backends).toHaveLength(1);
+    expect(wire.driver.backends[0]!.log.filter((m) => m.startsWith("P:"))).toEqual(["P:edgepool_1"]);
   });
 });

@@ -22,6 +22,8 @@ export interface PoolOptions {
   queryTimeoutMs: number;
   maxResultBytes: number;
   pipelineDepth: number;
+  /** Named statements kept per server connection for transaction mode; LRU-evicted. `0`: not tracked. */
+  maxPreparedStatements: number;
 }
 
 /** Defaults of design §3. `maxIdle` defaults to `maxConnections` and is filled in by `resolveOptions`. */
@@ -44,6 +46,7 @@ export const DEFAULTS: Readonly<Omit<PoolOptions, "maxIdle">> = {
   queryTimeoutMs: 0,
   maxResultBytes: 16 * 1024 * 1024,
   pipelineDepth: 4,
+  maxPreparedStatements: 200,
 };
 
 /** An outbound socket keeps a Durable Object alive for at most 15 minutes (design §6). */
@@ -72,6 +75,7 @@ const MINIMUM: Record<Exclude<keyof PoolOptions, "resetQuery">, number> = {
   queryTimeoutMs: 0,
   maxResultBytes: 1,
   pipelineDepth: 1,
+  maxPreparedStatements: 0,
 };
 
 const KEYS = new Set<string>([...Object.keys(MINIMUM), "resetQuery"]);

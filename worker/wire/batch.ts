@@ -75,7 +75,7 @@ export class BatchRunner<B extends Backend> {
     this.size += bytes.length;
     if (this.size > this.maxBytes) {
       const { tenant } = this.session;
-      this.over(new PoolError("RESULT_TOO_LARGE", tenant, `tenant "${tenant}": the answer exceeded ${this.maxBytes} bytes`));
+      this.over(new PoolError("RESULT_TOO_LARGE", tenant, `tenant "${tenant}" result exceeds maxResultBytes (${this.maxBytes} bytes, counted ${this.size} before stopping); select fewer rows or columns, or page with LIMIT (a driver session through postgresOptions()/pgOptions() streams results of any size)`));
       this.over = undefined;
       this.chunks = [];
       return;

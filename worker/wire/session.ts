@@ -329,7 +329,8 @@ export class WireSession<B extends Backend> {
     this.lease = lease;
     this.backend = backend;
     this.status = backend.transactionStatus;
-    this.server = this.deps.prepared.enabled && this.mode === "transaction" ? this.deps.prepared.server(backend) : undefined;
+    // Both modes: the reset keeps protocol-level statements, so every one on the server must be the registry's (a client name left behind would clash with the next session's).
+    this.server = this.deps.prepared.enabled ? this.deps.prepared.server(backend) : undefined;
     const receiver = this.makeReceiver();
     this.receiver = receiver;
     backend.receive(receiver);

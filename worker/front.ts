@@ -1,0 +1,229 @@
+import { PoolError } from "../src/errors.ts";
+import type { WireMode } from "../src/protocol.ts";
+import type { Clock } from "./pool/clock.ts";
+import type { Lease } from "./pool/connection.ts";
+import { Pool, type PoolStats } from "./pool/pool.ts";
+import { serverDriver } from "./server/driver.ts";
+import type { ServerConnection } from "./server/connection.ts";
+import type { Connector } from "./server/socket.ts";
+import type { TenantConfig } from "./tenant.ts";
+import { tunnel } from "./tunnel.ts";
+import { BatchRunner } from "./wire/batch.ts";
+import { CancelKeys } from "./wire/cancel.ts";
+import { parseFields } from "./wire/messages.ts";
+import { PreparedStatements } from "./wire/prepared.ts";
+import { WireSession, type SessionPool, type WireSessionDeps } from "./wire/session.ts";
+import { WireStats } from "./wire/stats.ts";
+
+/** A tenant's pool counters with its client sessions' (design §6). */
+export interface FrontStats extends PoolStats {
+  clients: number;
+  clientsActive: number;
+  clientsWaiting: number;
+  prepared: { hits: number; parses: number; reprepares: number; evictions: number };
+}
+
+/** Per-call options of the built-in client. */
+export interface RunOptions {
+  acquireTimeoutMs?: number;
+  queryTimeoutMs?: number;
+}
+
+/** What the front door needs from its host (the Durable Object). */
+export interface FrontDeps {
+  tenant: string;
+  clock: Clock;
+  connector: Connector;
+  /** Asks the host to run `sweep()` at this time (the Durable Object's alarm). */
+  schedule: (at: number | undefined) => void;
+}
+
+/**
+ * One tenant's front door (design §1): every client session — a driver's
+ * tunnel, a built-in one-shot, a built-in lease — is a wire session over the
+ * tenant's pool of raw server connections. A config change starts a new pool;
+ * sessions then borrow from it, while leases of the old one go back to it.
+ * Plain TypeScript: the socket connector and clock are injected.
+ */
+export class FrontDoor {
+  readonly tenant: string;
+  readonly counters = new WireStats();
+  readonly cancelKeys = new CancelKeys();
+  private readonly deps: FrontDeps;
+  private pool!: Pool<ServerConnection>;
+  private prepared!: PreparedStatements;
+  private readonly owners = new WeakMap<Lease<ServerConnection>, Pool<ServerConnection>>();
+  /** The server's ParameterStatus values, from the newest connection opened; answers a driver's startup. */
+  private parameters: ReadonlyMap<string, string> | undefined;
+  /** The pool as sessions see it: acquire from the current pool, everything else on the lease's own. */
+  private readonly sessionPool: SessionPool<ServerConnection>;
+
+  constructor(deps: FrontDeps, config: TenantConfig) {
+    this.deps = deps;
+    this.tenant = deps.tenant;
+    this.sessionPool = {
+      acquire: (options) => this.acquire(options.timeoutMs),
+      release: (lease, options) => this.owner(lease).release(lease, options),
+      touch: (lease, inflight) => this.owner(lease).touch(lease, inflight),
+      markBroken: (handle) => this.pool.markBroken(handle),
+      assertActive: (lease) => this.owner(lease).assertActive(lease),
+    };
+    this.configure(config);
+  }
+
+  /** The current pool. */
+  get current(): Pool<ServerConnection> {
+    return this.pool;
+  }
+
+  /** Applies a new config: new connections follow it; the old pool drains (its leases finish, its waiters move here). */
+  configure(config: TenantConfig): void {
+    const old = this.pool;
+    const pool: Pool<ServerConnection> = new Pool({
+      tenant: this.tenant,
+      options: config.options,
+      clock: this.deps.clock,
+      driver: this.driver(config, () => pool),
+      schedule: (at) => {
+        if (this.pool === pool) this.deps.schedule(at);
+      },
+    });
+    this.pool = pool;
+    if (!this.prepared || this.prepared.maxPreparedStatements !== config.options.maxPreparedStatements) {
+      this.prepared = new PreparedStatements(config.options.maxPreparedStatements, this.counters);
+    }
+    void old?.drain();
+  }
+
+  /** Stops taking sessions and closes every connection once its borrower is done. */
+  drain(): Promise<void> {
+    return this.pool.drain();
+  }
+
+  /** A driver's session (postgres.js, pg, psql through the proxy): two byte streams, startup first. */
+  connect(mode: WireMode, inbound: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
+    return tunnel(inbound, (ends) => new WireSession<ServerConnection>({ ...this.sessionDeps(mode), ...ends, startup: true }));
+  }
+
+  /** A built-in session (no startup): one-shot batches in transaction mode, a lease in session mode. */
+  batches(mode: WireMode, options: RunOptions = {}): BatchRunner<ServerConnection> {
+    return new BatchRunner<ServerConnection>({ ...this.sessionDeps(mode), acquireTimeoutMs: options.acquireTimeoutMs }, this.pool.options.maxResultBytes);
+  }
+
+  /**
+   * Runs one built-in batch. Past `queryTimeoutMs` the running query is
+   * cancelled on the server and the batch fails with `QUERY_TIMEOUT`; a
+   * session a pool error ended (`LEASE_EXPIRED`, `LEASE_LOST`) answers with it.
+   */
+  async run(runner: BatchRunner<ServerConnection>, bytes: Uint8Array, options: RunOptions = {}): Promise<Uint8Array> {
+    const { clock } = this.deps;
+    const timeoutMs = options.queryTimeoutMs ?? this.pool.options.queryTimeoutMs;
+    const started = clock.now();
+    let timedOut = false;
+    const timer = timeoutMs > 0 ? clock.setTimer(() => {
+      timedOut = true;
+      void runner.session.cancel();
+    }, timeoutMs) : undefined;
+    try {
+      if (runner.session.closed && runner.session.endedBy) throw runner.session.endedBy;
+      const answer = await runner.run(bytes);
+      if (runner.session.endedBy) throw runner.session.endedBy;
+      // 57014 after the deadline is our cancel, even if its answer overtook the timer.
+      if ((timedOut || (timeoutMs > 0 && clock.now() - started >= timeoutMs)) && hasSqlState(answer, "57014")) {
+        throw new PoolError("QUERY_TIMEOUT", this.tenant, `tenant "${this.tenant}" query was cancelled on the server after ${timeoutMs}ms (queryTimeoutMs)`);
+      }
+      return answer;
+    } catch (error) {
+      throw runner.session.endedBy ?? error;
+    } finally {
+      if (timer !== undefined) clock.clearTimer(timer);
+    }
+  }
+
+  /** A built-in lease: a session-mode session holding a server connection from now on. */
+  async lease(options: RunOptions = {}): Promise<{ runner: BatchRunner<ServerConnection>; pid: number }> {
+    const runner = this.batches("session", options);
+    const backend = await runner.session.start();
+    return { runner, pid: backend.pid };
+  }
+
+  stats(): FrontStats {
+    const s = this.counters;
+    return {
+      ...this.pool.stats(),
+      clients: s.clients,
+      clientsActive: s.clientsActive,
+      clientsWaiting: s.clientsWaiting,
+      prepared: { hits: s.preparedHits, parses: s.preparedParses, reprepares: s.preparedReprepares, evictions: s.preparedEvictions },
+    };
+  }
+
+  /** The janitor, from the host's alarm. */
+  sweep(): number | undefined {
+    return this.pool.sweep();
+  }
+
+  private sessionDeps(mode: WireMode): Omit<WireSessionDeps<ServerConnection>, "send" | "close" | "startup"> {
+    const front = this;
+    return {
+      tenant: this.tenant,
+      mode,
+      pool: this.sessionPool,
+      clock: this.deps.clock,
+      // Read at each use: a config change may bring a new registry.
+      get prepared() {
+        return front.prepared;
+      },
+      stats: this.counters,
+      cancelKeys: this.cancelKeys,
+      parameters: () => this.serverParameters(),
+    };
+  }
+
+  /** Borrows from the current pool; a waiter caught by a config change moves to the new pool instead of failing. */
+  private async acquire(timeoutMs: number | undefined): Promise<Lease<ServerConnection>> {
+    for (;;) {
+      const pool = this.pool;
+      try {
+        const lease = await pool.acquire({ timeoutMs });
+        this.owners.set(lease, pool);
+        const params = lease.connection.handle?.parameters;
+        if (params) this.parameters = params;
+        return lease;
+      } catch (error) {
+        const replaced = error instanceof PoolError && error.code === "POOL_CLOSED" && this.pool !== pool;
+        if (!replaced) throw error;
+      }
+    }
+  }
+
+  private owner(lease: Lease<ServerConnection>): Pool<ServerConnection> {
+    return this.owners.get(lease) ?? this.pool;
+  }
+
+  /** ParameterStatus values for a startup answer: cached, or read from a connection borrowed for a moment. */
+  private async serverParameters(): Promise<ReadonlyMap<string, string>> {
+    if (this.parameters) return this.parameters;
+    const lease = await this.acquire(undefined);
+    this.owner(lease).release(lease, { reset: false });
+    return this.parameters!;
+  }
+
+  private driver(config: TenantConfig, pool: () => Pool<ServerConnection>) {
+    return serverDriver(
+      { connectionString: config.connectionString, tenant: this.tenant, options: config.options, onBroken: (c) => pool().markBroken(c) },
+      this.deps.connector,
+    );
+  }
+}
+
+/** Whether a backend answer holds an ErrorResponse with this SQLSTATE. */
+function hasSqlState(answer: Uint8Array, sqlstate: string): boolean {
+  const view = new DataView(answer.buffer, answer.byteOffset, answer.byteLength);
+  for (let at = 0; at + 5 <= answer.length; at += 1 + view.getInt32(at + 1)) {
+    if (answer[at] !== 0x45) continue;
+    const fields = parseFields(answer.subarray(at, at + 1 + view.getInt32(at + 1)));
+    if (fields.get("C") === sqlstate) return true;
+  }
+  return false;
+}
