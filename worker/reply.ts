@@ -1,9 +1,6 @@
 import { PoolError, toShape } from "../src/errors.ts";
 import { showValue } from "../src/show.ts";
 import type { CallOptions, Reply } from "../src/protocol.ts";
-import type { PgHandle } from "./driver.ts";
-import type { Pool } from "./pool/pool.ts";
-import type { QueryLimits } from "./query.ts";
 
 /** A per-call time option, checked where it enters. */
 export function callOption(tenant: string, options: CallOptions | undefined, key: keyof CallOptions): number | undefined {
@@ -13,12 +10,6 @@ export function callOption(tenant: string, options: CallOptions | undefined, key
     throw new PoolError("INVALID_OPTION", tenant, `option "${key}" = ${showValue(key, value)} must be an integer >= 0`);
   }
   return value;
-}
-
-/** The limits of one query: the call's `queryTimeoutMs` over the pool's, and `maxResultBytes`. */
-export function queryLimits(pool: Pool<PgHandle>, options: CallOptions | undefined): QueryLimits {
-  const { tenant, options: o } = pool;
-  return { tenant, queryTimeoutMs: callOption(tenant, options, "queryTimeoutMs") ?? o.queryTimeoutMs, maxResultBytes: o.maxResultBytes };
 }
 
 /** Runs `fn` and answers with its value or its error as a value (RPC drops custom error properties); logs only `INTERNAL`. */

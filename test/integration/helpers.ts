@@ -1,7 +1,7 @@
 import { env } from "cloudflare:workers";
 import postgres from "postgres";
 import type { PoolClient } from "../../src/index.ts";
-import { applicationName } from "../../worker/driver.ts";
+import { applicationName } from "../../worker/server/driver.ts";
 import type { Env } from "../../worker/index.ts";
 
 /** The bindings of the test Worker. */

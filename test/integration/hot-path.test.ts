@@ -1,6 +1,6 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { createPool, type Connection } from "../../src/index.ts";
-import { applicationName } from "../../worker/driver.ts";
+import { applicationName } from "../../worker/server/driver.ts";
 import { configure, observer, serverCount, tenantName, testEnv } from "./helpers.ts";
 
 const sql = observer();
