@@ -19,6 +19,8 @@ const host = "127.0.0.1";
 // In multi-config `wrangler dev`, --var/--env-file only reach the first (served) Worker; the
 // coordinator reads .dev.vars next to its own wrangler.toml. We write it and remove it on exit.
 const devVars = join(root, ".dev.vars");
+// The session's admin token, for curl: a file only we can read, never printed.
+const tokenFile = join(root, ".edgepool-admin-token");
 const MARKER = "# written by scripts/dev.mjs; removed when it exits\n";
 
 if (existsSync(devVars) && !readFileSync(devVars, "utf8").startsWith(MARKER)) {
@@ -43,6 +45,7 @@ async function shutdown(code) {
     clearTimeout(timer);
   }
   rmSync(devVars, { force: true });
+  rmSync(tokenFile, { force: true });
   if (persistDir) rmSync(persistDir, { recursive: true, force: true });
   await pg?.stop();
   process.exit(code);
@@ -63,6 +66,7 @@ try {
   const vars = { DATABASE_URL: databaseUrl, EDGEPOOL_ADMIN_TOKEN: `dev-${randomBytes(12).toString("hex")}` };
   for (const [k, v] of Object.entries(process.env)) if (k.startsWith("EDGEPOOL_") && v !== undefined) vars[k] = v;
   writeFileSync(devVars, MARKER + Object.entries(vars).map(([k, v]) => `${k}=${JSON.stringify(v)}\n`).join(""), { mode: 0o600 });
+  writeFileSync(tokenFile, vars.EDGEPOOL_ADMIN_TOKEN, { mode: 0o600 });
 
   const port = process.env.PORT ? Number(process.env.PORT) : await portOr(8787);
   const wranglerBin = join(dirname(createRequire(import.meta.url).resolve("wrangler/package.json")), "bin", "wrangler.js");
@@ -95,10 +99,10 @@ try {
   const status = await firstAnswer(url, 120_000);
   if (!exiting) {
     console.log(`\nedgepool example ready: ${url}${status >= 400 ? `  (GET / answered ${status})` : ""}`);
-    console.log(`  try ${url}visit (a lease and a transaction), ${url}stats, ${url}service`);
+    console.log(`  try ${url}visit (a lease and a transaction), ${url}postgres and ${url}pg (the drivers through the pool), ${url}stats, ${url}service`);
     console.log(`  admin API (proxied by the example): ${url}v1/tenants/default`);
-    console.log(`  admin token for this session: ${vars.EDGEPOOL_ADMIN_TOKEN}`);
-    console.log(`  curl -H "Authorization: Bearer ${vars.EDGEPOOL_ADMIN_TOKEN}" ${url}v1/tenants/default\n`);
+    console.log(`  the session's admin token is in ${tokenFile} (removed on exit):`);
+    console.log(`  curl -H "Authorization: Bearer $(cat .edgepool-admin-token)" ${url}v1/tenants/default\n`);
   }
 } catch (error) {
   console.error("dev:", error);

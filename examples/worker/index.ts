@@ -1,5 +1,8 @@
-// An edge Worker that uses edgepool both ways: one-shot queries and a lease.
-import { createPool, getConnection, PoolError, type PoolTarget } from "../../src/index.ts";
+// An edge Worker that uses edgepool both ways: the built-in client (one-shot queries and a lease)
+// and unmodified drivers (postgres.js, pg) whose sockets are sessions tunnelled to the coordinator.
+import pg from "pg";
+import postgres from "postgres";
+import { createPool, getConnection, pgOptions, PoolError, postgresOptions, type PoolTarget } from "../../src/index.ts";
 
 interface Env {
   /** The coordinator's Durable Object namespace (bound from the "edgepool" Worker). */
@@ -18,7 +21,7 @@ export default {
       if (url.pathname === "/") {
         // One-shot: any free connection, given back at once.
         const [row] = await db.sql`select now() as time, pg_backend_pid() as pid, current_database() as database`;
-        return Response.json({ oneShot: row, try: ["/visit", "/stats", "/service"] });
+        return Response.json({ oneShot: row, try: ["/visit", "/postgres", "/pg", "/stats", "/service"] });
       }
       if (url.pathname === "/visit") {
         // A lease: a transaction on one pinned connection, released when the block ends.
@@ -29,6 +32,27 @@ export default {
           return tx.sql`select count(*)::int as visits from visits`;
         });
         return Response.json({ lease: { pid: conn.pid }, ...visits[0] });
+      }
+      if (url.pathname === "/postgres") {
+        // postgres.js as it is, in transaction mode: a server connection per transaction, prepared statements kept.
+        const sql = postgres(postgresOptions(env.EDGEPOOL, { tenant: "default" }));
+        try {
+          const [row] = await sql`select ${"postgres.js"}::text as driver, pg_backend_pid() as pid`;
+          const [tx] = await sql.begin(async (tx) => tx`select txid_current()::text as txid, pg_backend_pid() as pid`);
+          return Response.json({ ...row, transaction: tx });
+        } finally {
+          await sql.end();
+        }
+      }
+      if (url.pathname === "/pg") {
+        // node-postgres as it is: the Pool's connections are sessions to the coordinator.
+        const pool = new pg.Pool(pgOptions(env.EDGEPOOL, { tenant: "default" }));
+        try {
+          const { rows } = await pool.query("select $1::text as driver, pg_backend_pid() as pid", ["pg"]);
+          return Response.json(rows[0]);
+        } finally {
+          await pool.end();
+        }
       }
       if (url.pathname === "/service") {
         const viaService = createPool(env.EDGEPOOL_SERVICE, { tenant: "default" });
