@@ -1,5 +1,7 @@
 import { afterAll, describe, expect, it } from "vitest";
-import { createPool, getConnection } from "../../src/index.ts";
+import pg from "pg";
+import postgres from "postgres";
+import { createPool, getConnection, pgOptions, postgresOptions } from "../../src/index.ts";
 import { configure, observer, serverPids, tenantName, testEnv } from "./helpers.ts";
 
 const sql = observer();
@@ -19,5 +21,24 @@ describe("through a service binding to the coordinator Worker", () => {
     expect(pid).toBe(conn.pid);
     expect(await serverPids(sql, tenant)).toEqual([pid]); // reset restored the pool's application_name
     await expect(createPool(testEnv.EDGEPOOL_SERVICE as never, { tenant: "bad name" }).sql`select 1`).rejects.toMatchObject({ code: "BAD_REQUEST" });
+  });
+
+  it("postgres.js and pg sessions reach the tenant's coordinator through the PoolService binding too", async () => {
+    const tenant = tenantName("service-drivers");
+    await configure(tenant, { maxConnections: 1 });
+    const sqlViaService = postgres(postgresOptions(testEnv.EDGEPOOL_SERVICE as never, { tenant }));
+    const pool = new pg.Pool(pgOptions(testEnv.EDGEPOOL_SERVICE as never, { tenant }));
+    try {
+      const [fromPostgres] = await sqlViaService<{ n: number; pid: number }[]>`select ${7}::int as n, pg_backend_pid() as pid`;
+      const { rows: [fromPg] } = await pool.query<{ n: number; pid: number }>("select $1::int as n, pg_backend_pid() as pid", [8]);
+      expect(fromPostgres).toMatchObject({ n: 7 });
+      expect(fromPg).toMatchObject({ n: 8 });
+      // Both ran on the tenant's one pool connection, as the server sees it.
+      expect(await serverPids(sql, tenant)).toEqual([fromPostgres!.pid]);
+      expect(fromPg!.pid).toBe(fromPostgres!.pid);
+    } finally {
+      await sqlViaService.end();
+      await pool.end();
+    }
   });
 });
