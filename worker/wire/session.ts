@@ -408,8 +408,7 @@ export class WireSession<B extends Backend> {
     this.owed++;
     const text = parseQuery(frame);
     if (this.mode === "transaction" && LISTEN.test(text)) {
-      const error = this.badRequest("LISTEN needs a session-mode connection (mode: \"session\"): in transaction mode notifications would reach whoever holds the server connection next");
-      const bytes = toErrorResponse(error, { sqlstate: "0A000", fatal: false }).bytes;
+      const bytes = this.listenRefused();
       this.answer(() => bytes);
       this.answer(() => readyForQuery(this.status));
       return;
@@ -431,6 +430,13 @@ export class WireSession<B extends Backend> {
   private Parse(frame: Uint8Array): void {
     this.exchangeOpen = true;
     const message = parseParse(frame);
+    if (this.mode === "transaction" && LISTEN.test(message.query)) {
+      // postgres.js' sql.listen sends LISTEN this way (a tagged template): refused as for a Query, then skip to Sync.
+      const bytes = this.listenRefused();
+      this.answer(() => bytes);
+      this.skipping = true;
+      return;
+    }
     if (CHANGES_SESSION.test(message.query)) this.dirty = true;
     if (!this.server || message.name === "") return this.forward(frame, Type.Parse);
     if (this.statements.has(message.name)) {
@@ -446,6 +452,12 @@ export class WireSession<B extends Backend> {
       return;
     }
     this.prepare(statement, "forward");
+  }
+
+  /** The ErrorResponse for LISTEN in transaction mode: an ERROR (0A000), the session stays usable. */
+  private listenRefused(): Uint8Array {
+    const error = this.badRequest("LISTEN needs a session-mode connection (mode: \"session\"): in transaction mode notifications would reach whoever holds the server connection next");
+    return toErrorResponse(error, { sqlstate: "0A000", fatal: false }).bytes;
   }
 
   private Bind(frame: Uint8Array): void {
