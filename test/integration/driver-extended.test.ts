@@ -21,7 +21,7 @@ const SHAPES = [
 
 type Row = { a: number | string; b: string; c?: number; n?: number; pid: number };
 
-function args(shape: number, i: number, q: number): unknown[] {
+function args(shape: number, i: number, q: number): (string | number)[] {
   const b = `i${i}-q${q}-${"x".repeat((i * 7 + q) % 40)}`;
   if (shape === 0) return [i * 1000 + q, b];
   if (shape === 1) return [b, i * 1000 + q, -(i * 1000 + q)];
@@ -37,7 +37,7 @@ function check(shape: number, i: number, q: number, row: Row): string | undefine
   return ok ? undefined : `instance ${i} query ${q} shape ${shape}: got ${JSON.stringify(row)}, want ${JSON.stringify(want)}`;
 }
 
-async function underContention(run: (db: postgres.Sql, shape: number, params: unknown[]) => Promise<Row>) {
+async function underContention(run: (db: postgres.Sql, shape: number, params: (string | number)[]) => Promise<Row>) {
   const tenant = tenantName("extended");
   await configure(tenant, { maxConnections: 2, acquireTimeoutMs: 30_000 });
   const instances = Array.from({ length: 40 }, () => postgres(postgresOptions(testEnv.EDGEPOOL, { tenant, prepare: false, onnotice: () => {} })));
@@ -88,7 +88,7 @@ describe("Parse/Describe/Flush then Bind/Execute/Sync keeps its server connectio
   });
 
   it("40 postgres.js instances using sql.unsafe(text, params) on maxConnections 2: no error, no crossed answers, at most 2 backends", async () => {
-    const { outcomes, samples, tenantPids } = await underContention(async (db, shape, p) => (await db.unsafe<Row[]>(SHAPES[shape]!, p as never[]))[0]!);
+    const { outcomes, samples, tenantPids } = await underContention(async (db, shape, p) => (await db.unsafe<Row[]>(SHAPES[shape]!, p))[0]!);
     expect(outcomes.flatMap((o) => o.problems)).toEqual([]);
     const pids = new Set(outcomes.flatMap((o) => [...o.pids]));
     expect(pids.size).toBeLessThanOrEqual(2);
