@@ -5,6 +5,7 @@ import type { Acquired, CallOptions, CoordinatorApi, Reply, WireMode } from "../
 import type { Env } from "./env.ts";
 import { FrontDoor, type FrontStats } from "./front.ts";
 import { LeaseTarget } from "./lease-target.ts";
+import { refuse } from "./tunnel.ts";
 import { systemClock } from "./pool/clock.ts";
 import { RemoteApi, serveRemote } from "./remote.ts";
 import { callOption, reply } from "./reply.ts";
@@ -101,11 +102,15 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
    * with the caller's request (its streams break) or when the driver ends it.
    */
   async wire(tenant: string, options: { mode?: WireMode } | undefined, inbound: ReadableStream<Uint8Array>): Promise<ReadableStream<Uint8Array>> {
-    const mode = options?.mode ?? "transaction";
-    if (mode !== "transaction" && mode !== "session") {
-      throw new PoolError("INVALID_OPTION", String(tenant), `option "mode" = ${JSON.stringify(mode)} must be "transaction" or "session"`);
+    try {
+      const mode = options?.mode ?? "transaction";
+      if (mode !== "transaction" && mode !== "session") {
+        throw new PoolError("INVALID_OPTION", String(tenant), `option "mode" = ${JSON.stringify(mode)} must be "transaction" or "session"`);
+      }
+      return this.frontFor(tenant).connect(mode, inbound);
+    } catch (error) {
+      return refuse(inbound, error, String(tenant));
     }
-    return this.frontFor(tenant).connect(mode, inbound);
   }
 
   /** A built-in one-shot: one batch of frontend bytes in transaction mode, answered up to its last ReadyForQuery. */

@@ -6,6 +6,7 @@ import { bearerToken, verifyToken } from "./auth.ts";
 import type { PoolCoordinator } from "./coordinator.ts";
 import type { Env } from "./env.ts";
 import { checkTenant } from "./tenant.ts";
+import { refuse } from "./tunnel.ts";
 
 export { PoolCoordinator } from "./coordinator.ts";
 export type { Env } from "./env.ts";
@@ -32,8 +33,12 @@ export class PoolService extends WorkerEntrypoint<Env> {
   }
 
   /** A driver's session (see `PoolCoordinator.connect`); the streams pass through to the tenant's coordinator. */
-  wire(tenant: string, options: { mode?: WireMode } | undefined, inbound: ReadableStream<Uint8Array>) {
-    return coordinatorFor(this.env, tenant).wire(tenant, options, inbound);
+  async wire(tenant: string, options: { mode?: WireMode } | undefined, inbound: ReadableStream<Uint8Array>): Promise<ReadableStream<Uint8Array>> {
+    try {
+      return await coordinatorFor(this.env, tenant).wire(tenant, options, inbound);
+    } catch (error) {
+      return refuse(inbound, error, String(tenant));
+    }
   }
 
   acquire(tenant: string, options?: CallOptions) {

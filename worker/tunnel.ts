@@ -1,3 +1,5 @@
+import { asPoolError, toErrorResponse } from "./wire/errors.ts";
+
 /**
  * A client session carried by two byte streams (a driver's socket, design §2
  * `connect()`): what arrives on `inbound` goes to the session, what the session
@@ -18,6 +20,22 @@ export interface TunnelEnds {
 export interface TunnelSession {
   receive(bytes: Uint8Array): void | Promise<void>;
   end(): void;
+}
+
+/**
+ * A session refused before it began (unknown tenant, bad name, bad mode): the
+ * client learns why as it would from a server, a FATAL ErrorResponse in answer
+ * to its startup, and its own bytes are dropped.
+ */
+export function refuse(inbound: ReadableStream<Uint8Array>, error: unknown, tenant: string): ReadableStream<Uint8Array> {
+  void inbound.cancel().catch(() => {});
+  const { bytes } = toErrorResponse(asPoolError(error, tenant), { fatal: true });
+  return new ReadableStream({
+    start(controller) {
+      controller.enqueue(bytes);
+      controller.close();
+    },
+  });
 }
 
 /** Bytes buffered towards a slow reader before the session is told to wait. */
