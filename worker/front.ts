@@ -62,7 +62,7 @@ export class FrontDoor {
     this.deps = deps;
     this.tenant = deps.tenant;
     this.sessionPool = {
-      acquire: (options) => this.acquire(options.timeoutMs),
+      acquire: (options) => this.acquire(options.timeoutMs, options.shared),
       release: (lease, options) => this.owner(lease).release(lease, options),
       touch: (lease, inflight) => this.owner(lease).touch(lease, inflight),
       markBroken: (handle) => this.pool.markBroken(handle),
@@ -107,7 +107,9 @@ export class FrontDoor {
 
   /** A built-in session (no startup): one-shot batches in transaction mode, a lease in session mode. */
   batches(mode: WireMode, options: RunOptions = {}): BatchRunner<ServerConnection> {
-    return new BatchRunner<ServerConnection>({ ...this.sessionDeps(mode), acquireTimeoutMs: options.acquireTimeoutMs }, this.pool.options.maxResultBytes);
+    // One-shots may be pipelined on busy connections at max; a lease holds its connection alone.
+    const shared = mode === "transaction";
+    return new BatchRunner<ServerConnection>({ ...this.sessionDeps(mode), acquireTimeoutMs: options.acquireTimeoutMs, shared }, this.pool.options.maxResultBytes);
   }
 
   /**
@@ -181,11 +183,11 @@ export class FrontDoor {
   }
 
   /** Borrows from the current pool; a waiter caught by a config change moves to the new pool instead of failing. */
-  private async acquire(timeoutMs: number | undefined): Promise<Lease<ServerConnection>> {
+  private async acquire(timeoutMs: number | undefined, shared = false): Promise<Lease<ServerConnection>> {
     for (;;) {
       const pool = this.pool;
       try {
-        const lease = await pool.acquire({ timeoutMs });
+        const lease = await pool.acquire({ timeoutMs, shared });
         this.owners.set(lease, pool);
         const params = lease.connection.handle?.parameters;
         if (params) this.parameters = params;

@@ -53,7 +53,8 @@ const error = (code: string, message: string) => msg("E", "SERROR", "VERROR", "C
  * statements (26000) and duplicates (42P05), skipping to Sync after an error,
  * and output buffered until Sync/Flush/Query as Postgres does. Queries are a
  * tiny language: `select 'x'` / `select $1` → one row; `rows N` → N rows;
- * `begin`/`commit`/`rollback`; `fail` → 42000; `copy in` / `copy out`; `sleep` answers only on `resume()`.
+ * `begin`/`commit`/`rollback`; `fail` → 42000; `copy in` / `copy out`; `sleep` answers only on `resume()`;
+ * a Parse of `syntax…` fails (42601).
  */
 export class FakeBackend implements Backend {
   readonly parameters = new Map([["server_version", "18.0"], ["client_encoding", "UTF8"], ["DateStyle", "ISO, MDY"], ["integer_datetimes", "on"]]);
@@ -158,6 +159,7 @@ export class FakeBackend implements Backend {
         const [name, next] = cstr(0);
         const [query] = cstr(next);
         if (name !== "" && this.statements.has(name)) return this.fail("42P05", `prepared statement "${name}" already exists`);
+        if (/^\s*syntax/i.test(query)) return this.fail("42601", `syntax error in: ${query}`);
         this.statements.set(name, query);
         this.out.push(msg("1"));
         return;
@@ -381,6 +383,8 @@ export interface ClientOptions {
   acquireTimeoutMs?: number;
   /** Makes `send` return a promise the test settles (backpressure). */
   slow?: boolean;
+  /** A built-in one-shot session: its self-contained batches may ride a busy backend (pipelining). */
+  shared?: boolean;
 }
 
 /** A pool on a manual clock with fake backends, and the per-coordinator wire state. */
@@ -441,6 +445,7 @@ export class TestClient {
       parameters: () => new Map([["server_version", "18.0"], ["client_encoding", "UTF8"]]),
       startup: options.startup ?? false,
       acquireTimeoutMs: options.acquireTimeoutMs,
+      shared: options.shared,
     };
     this.session = new WireSession(deps);
   }

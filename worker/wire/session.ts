@@ -10,13 +10,14 @@ import {
   errorResponse, negotiateProtocolVersion, parameterStatus, parseCancelRequest, parseCommandComplete, parseComplete,
   parseParse, parseQuery, parseStartup, parseTarget, readyForQuery, replaceName, type Frame,
 } from "./messages.ts";
+import { Pipeline, type Rider } from "./pipeline.ts";
 import type { PreparedStatements, ServerStatements, Statement } from "./prepared.ts";
 import { SessionStatements } from "./prepared.ts";
 import type { WireStats } from "./stats.ts";
 
 /** The pool as a session uses it (`Pool<B>` fits). */
 export interface SessionPool<B> {
-  acquire(options: { timeoutMs?: number }): Promise<Lease<B>>;
+  acquire(options: { timeoutMs?: number; shared?: boolean }): Promise<Lease<B>>;
   release(lease: Lease<B>, options: { reset?: boolean }): void;
   touch(lease: Lease<B>, inflight?: number): void;
   markBroken(handle: B): void;
@@ -46,6 +47,12 @@ export interface WireSessionDeps<B extends Backend> {
   startup: boolean;
   /** Overrides the pool's `acquireTimeoutMs` for this session's acquires. */
   acquireTimeoutMs?: number;
+  /**
+   * A built-in one-shot session (each `receive` is one whole batch): a
+   * self-contained batch may ride a busy server connection at max
+   * (pipelining). Never for leases or drivers' sessions.
+   */
+  shared?: boolean;
 }
 
 /** What the coordinator expects back for one message it sent the server, in order. */
@@ -61,6 +68,8 @@ interface Expected {
 
 /** Statements after which a server connection's session state may differ: reset it before anyone else gets it. */
 const CHANGES_SESSION = /(?:^|;)\s*(?:set|reset|prepare|deallocate|discard|listen|load)\b|\bcreate\s+(?:(?:global|local)\s+)?temp(?:orary)?\b|\bpg_(?:try_)?advisory_lock(?:_shared)?\s*\(|\bwith\s+hold\b|\bset_config\s*\(/i;
+/** Statements that open or end a transaction, or run COPY: their server connection cannot carry other sessions' queries. */
+const TRANSACTION_OR_COPY = /(?:^|;)\s*(?:begin|start|commit|end|rollback|abort|savepoint|release|prepare\s+transaction|copy)\b/i;
 const LISTEN = /(?:^|;)\s*listen\b/i;
 const DEALLOCATE_NAME = /^\s*deallocate\s+(?:prepare\s+)?("?)([^";\s]+)\1\s*;?\s*$/i;
 const DROPS_ALL = /^\s*(?:deallocate\s+(?:prepare\s+)?all|discard\s+all)\s*;?\s*$/i;
@@ -100,6 +109,8 @@ export class WireSession<B extends Backend> {
   private readonly statements = new SessionStatements();
   private server: ServerStatements | undefined;
   private receiver: Receiver | undefined;
+  /** This session's place on a shared server connection (pipelining), when it rides one. */
+  private rider: Rider | undefined;
   /** Answers expected from the server (or owed by us), in the order the client must get them. */
   private readonly expected: Expected[] = [];
   /** Frontend bytes for the server, written once per client chunk. */
@@ -173,7 +184,10 @@ export class WireSession<B extends Backend> {
    */
   start(): Promise<B> {
     const started = this.chain.then(async () => {
-      if (!this.backend && !this.closed) await this.attach(true);
+      if (!this.backend && !this.closed) {
+        const lease = await this.borrow(true, false);
+        if (lease) this.attach(lease, false);
+      }
       if (this.backend) return this.backend;
       throw this.endedBy ?? this.badRequest("the session has ended");
     });
@@ -185,7 +199,9 @@ export class WireSession<B extends Backend> {
   async cancel(): Promise<boolean> {
     const backend = this.backend;
     if (!backend || this.closed) return false;
-    await backend.cancel();
+    // On a shared connection the server may still be on an earlier rider's query.
+    if (this.rider) await this.rider.pipeline.cancel(this.rider);
+    else await backend.cancel();
     return true;
   }
 
@@ -198,8 +214,19 @@ export class WireSession<B extends Backend> {
       if (!(error instanceof ProtocolViolation)) throw error;
       return this.fatal(this.badRequest(`protocol violation: ${error.message}`));
     }
+    let from = 0;
+    if (frames.length > 0 && this.rides(frames)) {
+      const lease = await this.borrow(false, true);
+      if (this.closed) return;
+      // Joining, the registry decisions below and the write stay in one synchronous stretch: their order is the ticket order.
+      if (lease) this.attach(lease, true);
+      else {
+        this.refused(frames[0]!.type);
+        from = 1;
+      }
+    }
     try {
-      for (const frame of frames) {
+      for (const frame of frames.slice(from)) {
         if (this.closed) break;
         const pending = this.dispatch(frame);
         if (pending) await pending;
@@ -257,7 +284,11 @@ export class WireSession<B extends Backend> {
     if (code >>> 16 !== 3) return this.fatal(this.badRequest(`unsupported frontend protocol ${code >>> 16}.${code & 0xffff}: edgepool speaks 3.0`));
     const unknown = [...parameters.keys()].filter((name) => name.startsWith("_pq_."));
     if (code !== PROTOCOL_3_0 || unknown.length > 0) this.own(negotiateProtocolVersion(PROTOCOL_3_0, unknown));
-    if (this.mode === "session" && !(await this.attach(true))) return;
+    if (this.mode === "session") {
+      const lease = await this.borrow(true, false);
+      if (!lease) return;
+      this.attach(lease, false);
+    }
     if (this.closed) return;
     const values = this.backend ? this.backend.parameters : await this.deps.parameters();
     this.own(authenticationOk());
@@ -287,44 +318,92 @@ export class WireSession<B extends Backend> {
   private async attachFor(type: number, frame: Uint8Array): Promise<void> {
     // Client COPY data with no COPY running on a connection has no one to go to.
     if (type === Type.CopyData || type === Type.CopyDone || type === Type.CopyFail) return;
-    if (!(await this.attach(false))) {
-      if (this.closed) return;
-      // The failed message itself is refused: a Query gets its ReadyForQuery now, an extended batch at its Sync.
-      if (type === Type.Query || type === Type.FunctionCall) {
-        this.owed++;
-        this.answer(() => readyForQuery("I"));
-        this.skipping = false;
-      } else if (type === Type.Sync) this.skip(type);
+    const lease = await this.borrow(false, false);
+    if (this.closed) return;
+    if (!lease) {
+      this.refused(type);
       return this.deliver();
     }
-    if (this.closed) return;
+    this.attach(lease, false);
     return this.dispatch({ type, frame });
   }
 
+  /** No server connection could be had for this message: a Query gets its ReadyForQuery now, an extended batch at its Sync. */
+  private refused(type: number): void {
+    if (type === Type.Query || type === Type.FunctionCall) {
+      this.owed++;
+      this.answer(() => readyForQuery("I"));
+      this.skipping = false;
+    } else if (type === Type.Sync) this.skip(type);
+  }
+
   /**
-   * The one place a server connection is attached. Resolves false when none
-   * could be had: the error was answered (FATAL ones close the session, the
-   * others start skipping to the next Sync).
+   * Whether this batch may ride a busy server connection: a whole batch of
+   * a one-shot session with no transaction open, only Parse, Bind,
+   * Describe, Execute, Sync and Query, ending in Sync or Query, no Query
+   * inside an open extended exchange (the server would skip it after an
+   * error, and the ReadyForQuery count would be off), and no statement that
+   * opens or ends a transaction, runs COPY or changes session state.
    */
-  private async attach(atStartup: boolean): Promise<boolean> {
+  private rides(frames: Frame[]): boolean {
+    if (!this.deps.shared || this.mode !== "transaction" || this.phase !== "ready" || this.backend || this.skipping) return false;
+    if (this.status !== "I" || this.reader.pending) return false;
+    const alone = (text: string) => TRANSACTION_OR_COPY.test(text) || CHANGES_SESSION.test(text);
+    let open = false;
+    for (const { type, frame } of frames) {
+      switch (type) {
+        case Type.Parse:
+          if (alone(parseParse(frame).query)) return false;
+          open = true;
+          break;
+        case Type.Bind:
+        case Type.Describe:
+        case Type.Execute:
+          open = true;
+          break;
+        case Type.Sync:
+          open = false;
+          break;
+        case Type.Query:
+          if (open || alone(parseQuery(frame))) return false;
+          break;
+        default:
+          return false;
+      }
+    }
+    const last = frames[frames.length - 1]!.type;
+    return last === Type.Sync || last === Type.Query;
+  }
+
+  /**
+   * Borrows a server connection (`shared`: it may be one other one-shots
+   * ride). Resolves undefined when none could be had: the error was answered
+   * (FATAL ones close the session, the others start skipping to the next Sync).
+   */
+  private async borrow(atStartup: boolean, shared: boolean): Promise<Lease<B> | undefined> {
     const { pool, stats } = this.deps;
     stats.clientsWaiting++;
     let lease: Lease<B>;
     try {
-      lease = await pool.acquire({ timeoutMs: this.deps.acquireTimeoutMs });
+      lease = await pool.acquire({ timeoutMs: this.deps.acquireTimeoutMs, shared });
     } catch (error) {
       const poolError = asPoolError(error, this.deps.tenant);
       // A session-mode session without its connection is no session: even 53300 ends it.
       if (atStartup) this.fatal(poolError, true);
       else this.refuse(poolError);
-      return false;
+      return undefined;
     } finally {
       stats.clientsWaiting--;
     }
     if (this.closed) {
       pool.release(lease, { reset: false });
-      return false;
+      return undefined;
     }
+    return lease;
+  }
+
+  /** The one place a server connection is attached; a shared one through its pipeline, behind the sessions already on it. */
+  private attach(lease: Lease<B>, shared: boolean): void {
     const backend = lease.connection.handle as B;
     this.lease = lease;
     this.backend = backend;
@@ -333,9 +412,9 @@ export class WireSession<B extends Backend> {
     this.server = this.deps.prepared.enabled ? this.deps.prepared.server(backend) : undefined;
     const receiver = this.makeReceiver();
     this.receiver = receiver;
-    backend.receive(receiver);
-    stats.clientsActive++;
-    return true;
+    if (shared) this.rider = Pipeline.join(lease, backend, receiver);
+    else backend.receive(receiver);
+    this.deps.stats.clientsActive++;
   }
 
   /**
@@ -361,9 +440,14 @@ export class WireSession<B extends Backend> {
     this.expected.length = 0;
     this.writes = [];
     this.deps.stats.clientsActive--;
-    backend.receive(undefined);
+    const rider = this.rider;
+    this.rider = undefined;
+    if (rider) rider.pipeline.leave(rider, busy ? new Error("a pipelined session ended with answers due") : undefined);
+    else backend.receive(undefined);
     // Answers still due would reach the next borrower: PgBouncer closes such a server connection too.
     if (busy) this.deps.pool.markBroken(backend);
+    // A rider's batch changed no session state (see rides()): even after an error the connection is clean at `I`.
+    else if (rider) this.deps.pool.release(lease, { reset: this.status !== "I" });
     else this.deps.pool.release(lease, { reset: this.mode === "session" || this.dirty || this.status !== "I" });
     this.dirty = false;
     this.failed = false;
@@ -390,6 +474,10 @@ export class WireSession<B extends Backend> {
     this.receiver = undefined;
     this.expected.length = 0;
     this.deps.stats.clientsActive--;
+    const rider = this.rider;
+    this.rider = undefined;
+    // The connection is given up: the other sessions on it lose it too.
+    rider?.pipeline.leave(rider, cause);
     void this.fatal(error);
   }
 
@@ -569,7 +657,8 @@ export class WireSession<B extends Backend> {
     if (!backend || this.writes.length === 0) return undefined;
     const writes = this.writes;
     this.writes = [];
-    return Promise.all(writes.map((bytes) => backend.write(bytes))).then(
+    const written = this.rider ? this.rider.pipeline.write(this.rider, writes) : Promise.all(writes.map((bytes) => backend.write(bytes)));
+    return written.then(
       () => undefined,
       (error: unknown) => this.lost(error instanceof Error ? error : new Error(String(error))),
     );
