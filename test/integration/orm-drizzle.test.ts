@@ -13,34 +13,36 @@ afterAll(() => sql.end());
 
 const MAX_CONNECTIONS = 2;
 
-/** Samples the tenant's backend count on the server until stopped. */
-function sampler(tenant: string) {
+/** Runs `work` while sampling the tenant's backend count on the server; answers both. */
+async function sampled<T>(tenant: string, work: () => Promise<T>): Promise<{ value: T; samples: number[] }> {
   let running = true;
   const samples: number[] = [];
   const done = (async () => {
     while (running) samples.push(await serverCount(sql, tenant));
   })();
-  return async () => {
+  try {
+    return { value: await work(), samples };
+  } finally {
     running = false;
     await done;
-    return samples;
-  };
+  }
 }
 
 /** Runs `body` with a Drizzle instance on a fresh tenant, sampling the tenant's server connections throughout. */
 async function withDb<T>(open: (target: PoolTarget, tenant: string) => Opened, body: (db: Opened["db"], tag: string) => Promise<T>) {
   const tenant = tenantName("orm-drizzle");
   await configure(tenant, { maxConnections: MAX_CONNECTIONS });
-  const stop = sampler(tenant);
-  const { db, end } = open(testEnv.EDGEPOOL, tenant);
-  try {
-    return { result: await body(db, tenant), tenant };
-  } finally {
-    await end();
-    const samples = await stop();
-    expect(samples.length).toBeGreaterThan(0);
-    expect(Math.max(...samples)).toBeLessThanOrEqual(MAX_CONNECTIONS);
-  }
+  const { value, samples } = await sampled(tenant, async () => {
+    const { db, end } = open(testEnv.EDGEPOOL, tenant);
+    try {
+      return await body(db, tenant);
+    } finally {
+      await end();
+    }
+  });
+  expect(samples.length).toBeGreaterThan(0);
+  expect(Math.max(...samples)).toBeLessThanOrEqual(MAX_CONNECTIONS);
+  return { result: value, tenant };
 }
 
 beforeAll(async () => {
@@ -123,19 +125,19 @@ describe.each([
   it(`8 request-scoped instances at once never hold more than ${MAX_CONNECTIONS} server connections, and each sees its own rows`, async () => {
     const tenant = tenantName("orm-drizzle-many");
     await configure(tenant, { maxConnections: MAX_CONNECTIONS, acquireTimeoutMs: 20_000 });
-    const stop = sampler(tenant);
-    const results = await Promise.all(
-      Array.from({ length: 8 }, async (_, n) => {
-        const { db, end } = open(testEnv.EDGEPOOL, tenant);
-        try {
-          const { user } = await publishWithDraft(db, `many ${n} ${tenant}`, `post ${n} ${tenant}`, `draft ${n} ${tenant}`);
-          return { n, user, rows: await postsWithAuthors(db, user.id) };
-        } finally {
-          await end();
-        }
-      }),
+    const { value: results, samples } = await sampled(tenant, () =>
+      Promise.all(
+        Array.from({ length: 8 }, async (_, n) => {
+          const { db, end } = open(testEnv.EDGEPOOL, tenant);
+          try {
+            const { user } = await publishWithDraft(db, `many ${n} ${tenant}`, `post ${n} ${tenant}`, `draft ${n} ${tenant}`);
+            return { n, user, rows: await postsWithAuthors(db, user.id) };
+          } finally {
+            await end();
+          }
+        }),
+      ),
     );
-    const samples = await stop();
     for (const { n, rows } of results) {
       expect(rows.map(({ title, author }) => ({ title, author }))).toEqual([{ title: `post ${n} ${tenant}`, author: `many ${n} ${tenant}` }]);
     }

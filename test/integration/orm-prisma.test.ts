@@ -13,34 +13,36 @@ afterAll(() => sql.end());
 
 const MAX_CONNECTIONS = 2;
 
-/** Samples the tenant's backend count on the server until stopped. */
-function sampler(tenant: string) {
+/** Runs `work` while sampling the tenant's backend count on the server; answers both. */
+async function sampled<T>(tenant: string, work: () => Promise<T>): Promise<{ value: T; samples: number[] }> {
   let running = true;
   const samples: number[] = [];
   const done = (async () => {
     while (running) samples.push(await serverCount(sql, tenant));
   })();
-  return async () => {
+  try {
+    return { value: await work(), samples };
+  } finally {
     running = false;
     await done;
-    return samples;
-  };
+  }
 }
 
 /** Runs `body` with a Prisma client on a fresh tenant, sampling the tenant's server connections throughout. */
 async function withPrisma<T>(body: (prisma: PrismaClient, tag: string) => Promise<T>) {
   const tenant = tenantName("orm-prisma");
   await configure(tenant, { maxConnections: MAX_CONNECTIONS });
-  const stop = sampler(tenant);
-  const prisma = openPrisma(testEnv.EDGEPOOL, tenant);
-  try {
-    return { result: await body(prisma, tenant), tenant };
-  } finally {
-    await prisma.$disconnect();
-    const samples = await stop();
-    expect(samples.length).toBeGreaterThan(0);
-    expect(Math.max(...samples)).toBeLessThanOrEqual(MAX_CONNECTIONS);
-  }
+  const { value, samples } = await sampled(tenant, async () => {
+    const prisma = openPrisma(testEnv.EDGEPOOL, tenant);
+    try {
+      return await body(prisma, tenant);
+    } finally {
+      await prisma.$disconnect();
+    }
+  });
+  expect(samples.length).toBeGreaterThan(0);
+  expect(Math.max(...samples)).toBeLessThanOrEqual(MAX_CONNECTIONS);
+  return { result: value, tenant };
 }
 
 type Stored = { id: number; author: string; body: string; createdAt: Date; xmin: string };
@@ -90,18 +92,18 @@ describe("Prisma with @prisma/adapter-pg through edgepool", () => {
   it(`8 request-scoped clients at once never hold more than ${MAX_CONNECTIONS} server connections, and each commits its own notes`, async () => {
     const tenant = tenantName("orm-prisma-many");
     await configure(tenant, { maxConnections: MAX_CONNECTIONS, acquireTimeoutMs: 20_000 });
-    const stop = sampler(tenant);
-    await Promise.all(
-      Array.from({ length: 8 }, async (_, n) => {
-        const prisma = openPrisma(testEnv.EDGEPOOL, tenant);
-        try {
-          await addNotes(prisma, `many ${n} ${tenant}`, [`a${n}`, `b${n}`]);
-        } finally {
-          await prisma.$disconnect();
-        }
-      }),
+    const { samples } = await sampled(tenant, () =>
+      Promise.all(
+        Array.from({ length: 8 }, async (_, n) => {
+          const prisma = openPrisma(testEnv.EDGEPOOL, tenant);
+          try {
+            await addNotes(prisma, `many ${n} ${tenant}`, [`a${n}`, `b${n}`]);
+          } finally {
+            await prisma.$disconnect();
+          }
+        }),
+      ),
     );
-    const samples = await stop();
     for (let n = 0; n < 8; n++) expect((await storedBy(`many ${n} ${tenant}`)).map((r) => r.body)).toEqual([`a${n}`, `b${n}`]);
     expect(Math.max(...samples)).toBeGreaterThan(0);
     expect(Math.max(...samples)).toBeLessThanOrEqual(MAX_CONNECTIONS);
