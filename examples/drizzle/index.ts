@@ -37,6 +37,7 @@ export default {
     const open = url.searchParams.get("driver") === "node-postgres" ? openNodePg : openPostgresJs;
     const { db, end } = open(env.EDGEPOOL, "default");
     try {
+      // A query per request, to keep the example self-contained: a real app creates its tables with migrations.
       await ensureSchema(db);
       if (url.pathname === "/publish") {
         const { user } = await publishWithDraft(db, "ada", `post at ${new Date().toISOString()}`, "a draft nobody sees");

@@ -21,6 +21,7 @@ export default {
     const url = new URL(request.url);
     const db = openKysely(env.EDGEPOOL, "default");
     try {
+      // A query per request, to keep the example self-contained: a real app creates its tables with migrations.
       await ensureSchema(db);
       if (url.pathname === "/") {
         const alice = await openAccount(db, "alice", 100);

@@ -21,6 +21,7 @@ export default {
     const url = new URL(request.url);
     const prisma = openPrisma(env.EDGEPOOL, "default");
     try {
+      // A query per request, to keep the example self-contained: a real app creates its tables with migrations.
       await ensureSchema(prisma);
       if (url.pathname === "/") {
         await createNote(prisma, "ada", `visited at ${new Date().toISOString()}`);
