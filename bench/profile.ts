@@ -35,7 +35,10 @@ logAs("profile");
 // ---------------------------------------------------------------------------------------------
 // Knobs
 
-const WORKER_CONTENDERS = ["naive", "oneshot", "lease", "rpc-noop", "rpc-pg", "pg-exclusive", "pg-pipelined"] as const satisfies readonly WorkerContender[];
+const WORKER_CONTENDERS = [
+  "naive", "pgjs-workerd", "builtin-loop", "builtin-req", "pgjs-edgepool-loop", "pgjs-edgepool-req", "pg-edgepool-loop", "pg-edgepool-req",
+  "oneshot", "lease", "rpc-noop", "rpc-pg", "pg-exclusive", "pg-pipelined",
+] as const satisfies readonly WorkerContender[];
 
 /** One PROFILE_RUNS entry. */
 interface Pair { contender: WorkerContender; concurrency: number }
@@ -338,7 +341,7 @@ function request(knobs: Knobs, run: Pair, durationMs: number): RunRequest {
 /** A fresh pool for the pooled contenders (a reconfigured tenant starts a new one), then an unmeasured warm-up. */
 async function prepare(workerd: Workerd, knobs: Knobs, run: Pair): Promise<void> {
   const req = request(knobs, run, knobs.warmupMs);
-  if (run.contender === "oneshot" || run.contender === "lease") await workerd.call("/setup", { tenants: [req.tenant], options: { maxConnections: POOL_SIZE } });
+  if (run.contender === "oneshot" || run.contender === "lease" || run.contender.includes("builtin") || run.contender.includes("edgepool")) await workerd.call("/setup", { tenants: [req.tenant], options: { maxConnections: POOL_SIZE } });
   if (knobs.warmupMs > 0) await workerd.call("/run", req);
 }
 

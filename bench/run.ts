@@ -3,10 +3,19 @@
 // Worker, pgbouncer if it is installed, then measures each contender and writes
 // bench/results.md, bench/results.json and bench/throughput.svg. Everything it starts is stopped
 // again, also on failure or Ctrl-C. Knobs (environment):
-//   BENCH_DURATION_MS (2500)  measured time per run      BENCH_WARMUP_MS (500)  unmeasured warm-up per run
+//   BENCH_DURATION_MS (2000)  measured time per run      BENCH_WARMUP_MS (500)  unmeasured warm-up per run
 //   BENCH_REPS (3)            runs per cell (median, min-max)
-//   BENCH_CONCURRENCY (1,10,100)  BENCH_QUERIES (select1,point)  BENCH_CONTENDERS (all six)
-//   BENCH_OUT (bench/)        where the three files go    DATABASE_URL: use that server instead of embedded
+//   BENCH_CONCURRENCY (1,10,100)  BENCH_QUERIES (select1,point)
+//   BENCH_ONLY                contenders by name or prefix (`BENCH_ONLY=pgjs-edgepool,builtin`); all by default
+//                             (BENCH_CONTENDERS: exact names, the older knob). Contenders: bench/lib/config.ts.
+//   BENCH_SPLIT               two-process run: contenders (names or prefixes of builtin-req, builtin-loop,
+//                             pgjs-edgepool-req, pgjs-edgepool-loop, pg-edgepool-req; default all, or those
+//                             BENCH_ONLY selects), "0" skips it
+//   BENCH_SPLIT_CONCURRENCY (1,100)  its concurrency levels
+//   BENCH_V1_DIR              a checkout of v1 (8ab601e, node_modules linked): its one-shot in the two-process
+//                             setup too; also writes <BENCH_OUT>/results-v1.json
+//   BENCH_CONTEXT=0           skip the context probes
+//   BENCH_OUT (bench/)        where the files go         DATABASE_URL: use that server instead of embedded
 // This file is the sequence; the parts are in bench/lib/: config, system (cleanup, processes,
 // /proc), servers, inspector, runners, stats, report.
 import { mkdirSync, writeFileSync } from "node:fs";
@@ -15,10 +24,12 @@ import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
 import postgres from "postgres";
 import type { QueryName } from "./worker.ts";
-import { CONTEXT, POOL_SIZE, readConfig, type Contender } from "./lib/config.ts";
+import { execFileSync } from "node:child_process";
+import { existsSync, readFileSync } from "node:fs";
+import { CONTEXT, EDGEPOOL_CONTENDERS, isWorkerContender, POOL_SIZE, readConfig, type Contender } from "./lib/config.ts";
 import { commandLine, chart, fmt, markdown } from "./lib/report.ts";
-import { nodeRun, pgbenchRun, Sampler, workerRun, type Run } from "./lib/runners.ts";
-import { ensureAccounts, pgbouncerConsole, startPgbouncer, startPostgres, startWorkerd, type Sql } from "./lib/servers.ts";
+import { nodeRun, pgbenchRun, Sampler, splitRun, workerRun, type Run, type SplitRun } from "./lib/runners.ts";
+import { ensureAccounts, pgbouncerConsole, startPgbouncer, startPostgres, startSplit, startWorkerd, type Sql } from "./lib/servers.ts";
 import { findPgbouncer, log, machine, onCleanup, rssMiB, runToEnd, sleep, which } from "./lib/system.ts";
 
 if (Number(process.versions.node.split(".")[0]) < 22) {
@@ -42,6 +53,8 @@ const facts = machine(root);
 const loadBefore = os.loadavg();
 const runs: Run[] = [];
 const contextRuns: Run[] = [];
+const splitRuns: SplitRun[] = [];
+let v1: V1Results | undefined;
 const skipped: Record<string, string> = {};
 let postgresVersion = "?";
 
@@ -62,8 +75,8 @@ await runToEnd(async () => {
   await ensureAccounts(admin, dbUrl);
 
   // workerd ------------------------------------------------------------------------------------
-  const workerContenders = config.contenders.filter((c) => c === "naive" || c === "oneshot" || c === "lease");
-  const workerd = workerContenders.length ? await startWorkerd(join(here, "wrangler.bench.toml"), databaseUrl, config, facts) : undefined;
+  const workerContenders = config.contenders.filter(isWorkerContender);
+  const workerd = workerContenders.length ? await startWorkerd(join(here, "wrangler.bench.toml"), databaseUrl, config, facts, { label: "the bench Worker" }) : undefined;
   const workerdPids = workerd?.pids ?? [];
   const workerdRssIdle = workerdPids.length ? workerdPids.reduce((sum, pid) => sum + rssMiB(pid), 0) : NaN;
   const workerdHeapIdle = workerd ? await workerd.heapMiB() : NaN;
@@ -104,7 +117,7 @@ await runToEnd(async () => {
     }
     log(`warning: connections tagged ${app} are still open after 10 s`);
   };
-  const tenantOf = (contender: "oneshot" | "lease") => `bench-${contender}`;
+  const tenantOf = (contender: Contender) => `bench-${contender}`;
 
   // The runs -----------------------------------------------------------------------------------
   // Every cell starts from empty pools (edgepool: the tenant is reconfigured, so its coordinator
@@ -134,14 +147,14 @@ await runToEnd(async () => {
       const { contender, query, concurrency } = cell;
       const label = `${contender} ${query} c=${concurrency} rep ${rep}/${config.reps}`;
       let run: Run;
-      if (contender === "oneshot" || contender === "lease") {
+      if (EDGEPOOL_CONTENDERS.includes(contender)) {
         currentRssPids = workerdPids;
         await workerd!.call("/setup", { tenants: [tenantOf(contender)], options: { maxConnections: POOL_SIZE } });
         await drained(`edgepool:${tenantOf(contender)}`);
-        run = await workerRun(config, workerd!, sampler, contender, tenantOf(contender), query, concurrency, rep);
-      } else if (contender === "naive") {
+        run = await workerRun(config, workerd!, sampler, contender as never, tenantOf(contender), query, concurrency, rep);
+      } else if (contender === "naive" || contender === "pgjs-workerd") {
         currentRssPids = workerdPids;
-        await drained("bench:naive");
+        await drained(contender === "naive" ? "bench:naive" : "bench:workerd");
         run = await workerRun(config, workerd!, sampler, contender, "", query, concurrency, rep);
       } else if (contender === "direct") {
         currentRssPids = [];
@@ -183,6 +196,57 @@ await runToEnd(async () => {
     }
   }
 
+  // The two-process run ------------------------------------------------------------------------
+  // The load generator in one workerd, the coordinator in another (bench/lib/servers.ts startSplit):
+  // the coordinator's own CPU per query shows. v2 (this checkout), then v1's one-shot (BENCH_V1_DIR).
+  await workerd?.dispose();
+  const splitPlan: { version: "v2" | "v1"; script: string; contenders: Contender[] }[] = [];
+  if (config.split.length) splitPlan.push({ version: "v2", script: join(here, "worker.ts"), contenders: config.split });
+  if (config.v1Dir) {
+    const script = join(config.v1Dir, "bench", "worker.ts");
+    if (!existsSync(script)) throw new Error(`BENCH_V1_DIR: no ${script} (make one with \`git worktree add ${config.v1Dir} 8ab601e\` and link node_modules)`);
+    splitPlan.push({ version: "v1", script, contenders: ["builtin-loop"] });
+  }
+  for (const { version, script, contenders } of splitPlan) {
+    const split = await startSplit(script, version, databaseUrl, config, facts);
+    try {
+      currentRssPids = split.coordinator.pids;
+      for (let rep = 1; rep <= config.reps; rep++) {
+        for (const query of config.queries) {
+          for (const contender of contenders) {
+            for (const concurrency of config.splitConcurrency) {
+              const tenant = `bench-split-${version}-${contender}`;
+              await split.load.call("/setup", { tenants: [tenant], options: { maxConnections: POOL_SIZE } });
+              await drained(`edgepool:${tenant}`);
+              const run = await splitRun(config, split, sampler, version, contender, tenant, query, concurrency, rep);
+              splitRuns.push(run);
+              log(`two-process ${version} ${version === "v1" ? "oneshot" : contender} ${query} c=${concurrency} rep ${rep}/${config.reps}: ${fmt(run.qps, 0)} q/s, mean ${fmt(run.latency.mean, 3)} ms, ` +
+                `CPU µs/query: load generator ${fmt(run.loadCpuUsPerQuery, 0)}, coordinator ${fmt(run.coordinatorCpuUsPerQuery, 0)}, ${run.serverConnections} server conns` +
+                `${run.errors ? `, ${run.errors} errors (${run.firstError})` : ""}`);
+            }
+          }
+        }
+      }
+    } finally {
+      await split.dispose();
+    }
+  }
+  if (config.v1Dir) {
+    v1 = {
+      started: started.toISOString(),
+      command: commandLine(),
+      commit: execFileSync("git", ["-C", config.v1Dir, "rev-parse", "HEAD"], { encoding: "utf8" }).trim(),
+      note: "v1's bench Worker (its `oneshot`: one createPool per client loop) as load generator, v1's PoolCoordinator in a workerd of its own (bench/lib/servers.ts startSplit)",
+      machine: { ...facts, loadAverageBefore: loadBefore },
+      config: { durationMs: config.durationMs, warmupMs: config.warmupMs, reps: config.reps, queries: config.queries, concurrency: config.splitConcurrency },
+      runs: splitRuns.filter((r) => r.version === "v1"),
+    };
+    writeFileSync(join(config.out, "results-v1.json"), JSON.stringify(v1, null, 1) + "\n");
+  } else if (existsSync(join(config.out, "results-v1.json"))) {
+    // v1 measured by an earlier run: the report compares with it and says so.
+    v1 = JSON.parse(readFileSync(join(config.out, "results-v1.json"), "utf8")) as V1Results;
+  }
+
   // Output ---------------------------------------------------------------------------------------
   const finishedIn = (performance.now() - t0) / 1000;
   const report = {
@@ -196,9 +260,22 @@ await runToEnd(async () => {
     skipped,
     runs,
     contextRuns,
+    splitRuns,
+    v1,
   };
   writeFileSync(join(config.out, "results.json"), JSON.stringify(report, null, 1) + "\n");
   writeFileSync(join(config.out, "throughput.svg"), chart(runs, config));
   writeFileSync(join(config.out, "results.md"), markdown(report));
-  log(`wrote ${["results.md", "results.json", "throughput.svg"].map((f) => relative(process.cwd(), join(config.out, f))).join(", ")} in ${Math.round(finishedIn)} s`);
+  log(`wrote ${["results.md", "results.json", "throughput.svg", ...(config.v1Dir ? ["results-v1.json"] : [])].map((f) => relative(process.cwd(), join(config.out, f))).join(", ")} in ${Math.round(finishedIn)} s`);
 });
+
+/** bench/results-v1.json: v1's one-shot in the two-process setup, with the command that measured it. */
+export interface V1Results {
+  started: string;
+  command: string;
+  commit: string;
+  note: string;
+  machine: Record<string, unknown>;
+  config: Record<string, unknown>;
+  runs: SplitRun[];
+}

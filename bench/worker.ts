@@ -7,8 +7,9 @@
 // locally. An operation that takes d ms therefore reads floor(d) or floor(d) + 1; bench/run.ts
 // turns those readings into percentiles (±0.5 ms) and an exact mean.
 import { DurableObject } from "cloudflare:workers";
+import pg from "pg";
 import postgres from "postgres";
-import { createPool, getConnection } from "../src/index.ts";
+import { createPool, getConnection, pgOptions, postgresOptions } from "../src/index.ts";
 import type { Env as CoordinatorEnv } from "../worker/index.ts";
 
 export { PoolCoordinator, PoolService } from "../worker/index.ts";
@@ -18,8 +19,14 @@ interface Env extends CoordinatorEnv {
   BENCH_ECHO: DurableObjectNamespace<BenchEcho>;
 }
 
-/** What the Worker contenders do per operation; the last four measure workerd itself, for context. */
-export type WorkerContender = "naive" | "oneshot" | "lease" | "rpc-noop" | "rpc-pg" | "pg-exclusive" | "pg-pipelined";
+/**
+ * What the Worker contenders do per operation (bench/lib/config.ts describes them); `oneshot` is
+ * `builtin-loop`'s old name (v1's bench Worker knows only that one); the last four measure workerd
+ * itself, for context (`pg-pipelined` is `pgjs-workerd`'s old name).
+ */
+export type WorkerContender =
+  | "naive" | "pgjs-workerd" | "builtin-loop" | "builtin-req" | "pgjs-edgepool-loop" | "pgjs-edgepool-req" | "pg-edgepool-loop" | "pg-edgepool-req"
+  | "oneshot" | "lease" | "rpc-noop" | "rpc-pg" | "pg-exclusive" | "pg-pipelined";
 /** The two statements of the suite. */
 export type QueryName = "select1" | "point";
 
@@ -134,20 +141,6 @@ function contextOperation(env: Env, req: RunRequest): { op: Operation; close?: (
     };
   }
   const options = { prepare: false, idle_timeout: 0, max_lifetime: 0, onnotice: () => {}, connection: { application_name: "bench:context" } } as const;
-  if (req.contender === "pg-pipelined") {
-    // One postgres.js pool of 10: with more queries than connections it pipelines them.
-    const sql = postgres(env.DATABASE_URL, { ...options, max: 10 });
-    return {
-      op: async (into) => {
-        const [text, params] = statement(req.query);
-        const t0 = Date.now();
-        await sql.unsafe(text, params);
-        into?.latencies.push(Date.now() - t0);
-        return 1;
-      },
-      close: () => sql.end({ timeout: 1 }),
-    };
-  }
   // 10 connections, each running one query at a time, handed out first come first served: the pool's discipline without RPC.
   const connections = Array.from({ length: 10 }, () => postgres(env.DATABASE_URL, { ...options, max: 1 }));
   const free = [...connections];
@@ -173,72 +166,170 @@ function contextOperation(env: Env, req: RunRequest): { op: Operation; close?: (
   };
 }
 
-function operation(env: Env, req: RunRequest): Operation {
-  if (req.contender === "naive") {
-    return async (into) => {
-      const [text, params] = statement(req.query);
-      const t0 = Date.now();
-      // A fresh connection per request: TCP + SCRAM every time, like a Worker without a pool.
-      const sql = postgres(env.DATABASE_URL, {
-        max: 1, prepare: false, idle_timeout: 0, max_lifetime: 0, onnotice: () => {},
-        connection: { application_name: "bench:naive" },
-      });
-      try {
-        await sql.unsafe(text, params);
-        into?.latencies.push(Date.now() - t0);
-      } finally {
-        // Off the latency path (a Worker would close it in waitUntil), but inside the loop.
-        await sql.end({ timeout: 0 }).catch(() => {});
-      }
-      return 1;
-    };
-  }
-  if (req.contender === "oneshot") {
-    const db = createPool(env.EDGEPOOL, { tenant: req.tenant });
-    return async (into) => {
-      const aid = 1 + Math.floor(Math.random() * ACCOUNTS);
-      const t0 = Date.now();
-      if (req.query === "point") await db.sql`select abalance from pgbench_accounts where aid = ${aid}`;
-      else await db.sql`select 1`;
-      into?.latencies.push(Date.now() - t0);
-      return 1;
-    };
-  }
-  return async (into) => {
-    const t0 = Date.now();
-    const conn = await getConnection(env.EDGEPOOL, { tenant: req.tenant });
-    const t1 = Date.now();
-    for (let i = 0; i < 3; i++) {
-      if (req.query === "point") await conn.sql`select abalance from pgbench_accounts where aid = ${1 + Math.floor(Math.random() * ACCOUNTS)}`;
-      else await conn.sql`select 1`;
-    }
-    const t2 = Date.now();
-    await conn.release();
-    const t3 = Date.now();
-    if (into) {
-      into.acquire.push(t1 - t0);
-      into.release.push(t3 - t2);
-      into.latencies.push(t3 - t0);
-    }
-    return 3;
-  };
+/** One client loop's operation, and what closes what it kept open. */
+interface LoopOperation {
+  op: Operation;
+  close?: () => Promise<void>;
 }
 
-/** Runs `concurrency` loops of `op` until `durationMs` has passed. */
-async function loops(concurrency: number, durationMs: number, op: Operation, into?: Samples) {
-  let ops = 0;
+/** Makes the operation of one client loop: called once per loop, so a `-loop` contender's client lives as long as its loop. */
+function loopOperation(env: Env, req: RunRequest): () => LoopOperation {
+  const { tenant } = req;
+  const timed = (query: (text: string, params: number[]) => Promise<unknown>): Operation => async (into) => {
+    const [text, params] = statement(req.query);
+    const t0 = Date.now();
+    await query(text, params);
+    into?.latencies.push(Date.now() - t0);
+    return 1;
+  };
+  switch (req.contender) {
+    case "naive":
+      return () => ({
+        op: async (into) => {
+          const [text, params] = statement(req.query);
+          const t0 = Date.now();
+          // A fresh connection per request: TCP + SCRAM every time, like a Worker without a pool.
+          const sql = postgres(env.DATABASE_URL, {
+            max: 1, prepare: false, idle_timeout: 0, max_lifetime: 0, onnotice: () => {},
+            connection: { application_name: "bench:naive" },
+          });
+          try {
+            await sql.unsafe(text, params);
+            into?.latencies.push(Date.now() - t0);
+          } finally {
+            // Off the latency path (a Worker would close it in waitUntil), but inside the loop.
+            await sql.end({ timeout: 0 }).catch(() => {});
+          }
+          return 1;
+        },
+      });
+    case "pgjs-workerd":
+    case "pg-pipelined": {
+      // postgres.js itself in the bench Worker, one pool of 10 shared by the loops (it pipelines
+      // when there are more queries than connections): no RPC, no coordinator. The in-workerd ceiling.
+      const sql = postgres(env.DATABASE_URL, {
+        max: 10, prepare: false, idle_timeout: 0, max_lifetime: 0, onnotice: () => {}, connection: { application_name: "bench:workerd" },
+      });
+      let loops = 0;
+      return () => {
+        loops++;
+        return { op: timed((text, params) => sql.unsafe(text, params)), close: async () => void (--loops === 0 && (await sql.end({ timeout: 1 }))) };
+      };
+    }
+    case "oneshot":
+    case "builtin-loop":
+      return () => {
+        const db = createPool(env.EDGEPOOL, { tenant });
+        return { op: timed((text, params) => db.query(text, params)) };
+      };
+    case "builtin-req":
+      // What a Worker request does: a client, one query.
+      return () => ({ op: timed((text, params) => createPool(env.EDGEPOOL, { tenant }).query(text, params)) });
+    case "pgjs-edgepool-loop":
+      return () => {
+        const sql = postgres(postgresOptions(env.EDGEPOOL, { tenant }));
+        return {
+          op: timed((text, params) => (params.length ? sql`select abalance from pgbench_accounts where aid = ${params[0]!}` : sql`select 1`)),
+          close: () => sql.end({ timeout: 1 }),
+        };
+      };
+    case "pgjs-edgepool-req":
+      return () => ({
+        op: async (into) => {
+          const [, params] = statement(req.query);
+          const t0 = Date.now();
+          const sql = postgres(postgresOptions(env.EDGEPOOL, { tenant }));
+          try {
+            await (params.length ? sql`select abalance from pgbench_accounts where aid = ${params[0]!}` : sql`select 1`);
+            into?.latencies.push(Date.now() - t0);
+          } finally {
+            // After the answer (a Worker would end it in waitUntil), but inside the loop and its CPU.
+            await sql.end();
+          }
+          return 1;
+        },
+      });
+    case "pg-edgepool-loop":
+      return () => {
+        const client = new pg.Client(pgOptions(env.EDGEPOOL, { tenant }));
+        const connected = client.connect();
+        return {
+          op: timed(async (text, params) => {
+            await connected;
+            return client.query(text, params);
+          }),
+          close: () => client.end(),
+        };
+      };
+    case "pg-edgepool-req":
+      return () => ({
+        op: async (into) => {
+          const [text, params] = statement(req.query);
+          const t0 = Date.now();
+          const client = new pg.Client(pgOptions(env.EDGEPOOL, { tenant }));
+          try {
+            await client.connect();
+            await client.query(text, params);
+            into?.latencies.push(Date.now() - t0);
+          } finally {
+            await client.end();
+          }
+          return 1;
+        },
+      });
+    case "lease":
+      return () => ({
+        op: async (into) => {
+          const t0 = Date.now();
+          const conn = await getConnection(env.EDGEPOOL, { tenant });
+          const t1 = Date.now();
+          try {
+            for (let i = 0; i < 3; i++) {
+              if (req.query === "point") await conn.sql`select abalance from pgbench_accounts where aid = ${1 + Math.floor(Math.random() * ACCOUNTS)}`;
+              else await conn.sql`select 1`;
+            }
+          } catch (error) {
+            // A failed lease is given back, not leaked (the error still counts).
+            await conn.release().catch(() => {});
+            throw error;
+          }
+          const t2 = Date.now();
+          await conn.release();
+          const t3 = Date.now();
+          if (into) {
+            into.acquire.push(t1 - t0);
+            into.release.push(t3 - t2);
+            into.latencies.push(t3 - t0);
+          }
+          return 3;
+        },
+      });
+    default: {
+      const { op, close } = contextOperation(env, req);
+      let loops = 0;
+      return () => {
+        loops++;
+        return { op, close: async () => void (--loops === 0 && (await close?.())) };
+      };
+    }
+  }
+}
+
+/** Runs one loop per operation in `ops` until `durationMs` has passed. */
+async function loops(ops: LoopOperation[], durationMs: number, into?: Samples) {
+  let ops_ = 0;
   let queries = 0;
   let errors = 0;
   let firstError: string | undefined;
   const started = Date.now();
   const deadline = started + durationMs;
-  await Promise.all(Array.from({ length: concurrency }, async () => {
+  await Promise.all(ops.map(async ({ op }) => {
     while (Date.now() < deadline) {
       try {
         // Not `queries += await op()`: that reads `queries` before the await and loses the other loops' counts.
         const ran = await op(into);
         queries += ran;
-        ops++;
+        ops_++;
       } catch (error) {
         errors++;
         firstError ??= error instanceof Error ? `${error.name}: ${error.message}` : String(error);
@@ -247,18 +338,18 @@ async function loops(concurrency: number, durationMs: number, op: Operation, int
       }
     }
   }));
-  return { ops, queries, errors, firstError, elapsedMs: Date.now() - started };
+  return { ops: ops_, queries, errors, firstError, elapsedMs: Date.now() - started };
 }
 
 async function run(env: Env, req: RunRequest): Promise<RunResult> {
   const { concurrency, durationMs, warmupMs } = req;
   if (!Number.isInteger(concurrency) || concurrency < 1) throw new Error(`bad concurrency ${concurrency}`);
-  const context = req.contender !== "naive" && req.contender !== "oneshot" && req.contender !== "lease";
-  const { op, close } = context ? contextOperation(env, req) : { op: operation(env, req), close: undefined };
+  const make = loopOperation(env, req);
+  const ops = Array.from({ length: concurrency }, make);
   try {
-    const warmup = warmupMs > 0 ? await loops(concurrency, warmupMs, op) : { ops: 0, queries: 0 };
+    const warmup = warmupMs > 0 ? await loops(ops, warmupMs) : { ops: 0, queries: 0 };
     const into: Samples = { latencies: [], acquire: [], release: [] };
-    const result = await loops(concurrency, durationMs, op, into);
+    const result = await loops(ops, durationMs, into);
     return {
       ...result,
       warmupOps: warmup.ops,
@@ -267,6 +358,6 @@ async function run(env: Env, req: RunRequest): Promise<RunResult> {
       ...(req.contender === "lease" ? { acquire: into.acquire, release: into.release } : {}),
     };
   } finally {
-    await close?.().catch(() => {});
+    await Promise.all(ops.map(({ close }) => close?.().catch(() => {})));
   }
 }

@@ -2,20 +2,29 @@
 // throughput.svg, both from the runs alone and the configuration they ran with.
 import type { QueryName } from "../worker.ts";
 import { CONTEXT, POOL_SIZE, type Config, type Contender, type ContextProbe } from "./config.ts";
-import type { Run } from "./runners.ts";
+import type { Run, SplitRun } from "./runners.ts";
 import { median } from "./stats.ts";
 import type { Machine } from "./system.ts";
 
 const LABEL: Record<Contender, string> = {
   naive: "naive (new connection per request, workerd)",
-  oneshot: "edgepool one-shot (`db.sql`, workerd)",
+  "pgjs-workerd": "postgres.js alone in workerd (pool of 10, no coordinator: the ceiling)",
+  "builtin-loop": "edgepool built-in client, one per loop (`createPool().query`)",
+  "builtin-req": "edgepool built-in client, new per request (`createPool()` + one query)",
+  "pgjs-edgepool-loop": "postgres.js through edgepool, one instance per loop",
+  "pgjs-edgepool-req": "postgres.js through edgepool, new instance per request (+ `sql.end()`)",
+  "pg-edgepool-loop": "pg through edgepool, one `Client` per loop",
+  "pg-edgepool-req": "pg through edgepool, new `Client` per request (connect, query, end)",
   lease: "edgepool lease (acquire, 3 queries, release)",
   direct: "direct (postgres.js pool, Node)",
   pgbouncer: "pgbouncer (transaction mode) + postgres.js",
   pgbench: "pgbench (C, direct)",
 };
 const SHORT: Record<Contender, string> = {
-  naive: "naive", oneshot: "edgepool one-shot", lease: "edgepool lease", direct: "direct", pgbouncer: "pgbouncer", pgbench: "pgbench",
+  naive: "naive", "pgjs-workerd": "postgres.js in workerd", "builtin-loop": "built-in per loop", "builtin-req": "built-in per request",
+  "pgjs-edgepool-loop": "postgres.js via edgepool per loop", "pgjs-edgepool-req": "postgres.js via edgepool per request",
+  "pg-edgepool-loop": "pg via edgepool per loop", "pg-edgepool-req": "pg via edgepool per request",
+  lease: "edgepool lease", direct: "direct", pgbouncer: "pgbouncer", pgbench: "pgbench",
 };
 const QUERY_LABEL: Record<QueryName, string> = {
   select1: "`select 1`",
@@ -28,7 +37,8 @@ export function fmt(value: number | undefined, digits: number): string {
 }
 
 export function commandLine(): string {
-  const knobs = ["BENCH_DURATION_MS", "BENCH_WARMUP_MS", "BENCH_REPS", "BENCH_CONCURRENCY", "BENCH_QUERIES", "BENCH_CONTENDERS", "BENCH_CONTEXT", "BENCH_OUT"]
+  const knobs = ["BENCH_DURATION_MS", "BENCH_WARMUP_MS", "BENCH_REPS", "BENCH_CONCURRENCY", "BENCH_QUERIES", "BENCH_ONLY", "BENCH_CONTENDERS", "BENCH_SPLIT",
+    "BENCH_SPLIT_CONCURRENCY", "BENCH_V1_DIR", "BENCH_CONTEXT", "BENCH_OUT"]
     .filter((k) => process.env[k]).map((k) => `${k}=${process.env[k]}`);
   // The server's URL carries its password: only say that one was given.
   if (process.env.DATABASE_URL) knobs.push("DATABASE_URL=<your server>");
@@ -71,7 +81,7 @@ function goals(all: Cell[], config: Config) {
   const verdict = (ok: boolean, value: number) => (Number.isFinite(value) ? ok : undefined);
   for (const query of config.queries) {
     const naive = cellOf(all, "naive", query, 1);
-    const one = cellOf(all, "oneshot", query, 1);
+    const one = cellOf(all, "builtin-req", query, 1);
     const ratio = med(naive, (r) => r.latency.p50) / med(one, (r) => r.latency.p50);
     const meanRatio = med(naive, (r) => r.latency.mean) / med(one, (r) => r.latency.mean);
     out.push({
@@ -83,7 +93,7 @@ function goals(all: Cell[], config: Config) {
   }
   const top = Math.max(...config.concurrency);
   for (const query of config.queries) {
-    const one = med(cellOf(all, "oneshot", query, top), (r) => r.qps);
+    const one = med(cellOf(all, "builtin-req", query, top), (r) => r.qps);
     const direct = med(cellOf(all, "direct", query, top), (r) => r.qps);
     const bouncer = med(cellOf(all, "pgbouncer", query, top), (r) => r.qps);
     out.push({
@@ -97,17 +107,118 @@ function goals(all: Cell[], config: Config) {
       met: verdict(one > bouncer, one / bouncer),
     });
   }
+  return out;
+}
+
+type SplitCell = { version: "v2" | "v1"; contender: Contender; query: QueryName; concurrency: number; runs: SplitRun[] };
+
+function splitCells(all: SplitRun[]): SplitCell[] {
+  const map = new Map<string, SplitCell>();
+  for (const r of all) {
+    const key = `${r.version}|${r.query}|${r.contender}|${r.concurrency}`;
+    if (!map.has(key)) map.set(key, { version: r.version, contender: r.contender, query: r.query, concurrency: r.concurrency, runs: [] });
+    map.get(key)!.runs.push(r);
+  }
+  return [...map.values()];
+}
+
+const verdictText = (met: boolean | undefined) => (met === undefined ? "not measured" : met ? "met" : "**not met**");
+
+/** The targets of the issue, one table each: every row says met / not met with the ratio. */
+function targets(all: Cell[], config: Config, splitRuns: SplitRun[], v1: { started: string; runs: SplitRun[] } | undefined, started: string): string[] {
+  const out: string[] = ["## Targets", "", "Targets for `npm run bench` (not timed tests). Every figure is a median over the runs of a cell.", ""];
+  const row = (cells: string[]) => `| ${cells.join(" | ")} |`;
+  const judge = (ratio: number, ok: (r: number) => boolean) => (Number.isFinite(ratio) ? ok(ratio) : undefined);
+  const top = Math.max(...config.concurrency);
+  const qps = (c: Contender, q: QueryName) => med(cellOf(all, c, q, top), (r) => r.qps);
+
+  out.push(`### Built-in one-shot throughput at ${top} clients vs postgres.js alone in workerd (target ≥ 0.8×)`, "",
+    "| query | built-in client | built-in queries/s | ceiling queries/s | ratio | |", "|---|---|--:|--:|--:|---|");
+  for (const query of config.queries) {
+    for (const c of ["builtin-req", "builtin-loop"] as const) {
+      const ratio = qps(c, query) / qps("pgjs-workerd", query);
+      out.push(row([query, c === "builtin-req" ? "new per request" : "one per loop", fmt(qps(c, query), 0), fmt(qps("pgjs-workerd", query), 0), `${fmt(ratio, 2)}×`, verdictText(judge(ratio, (r) => r >= 0.8))]));
+    }
+  }
+  out.push("", "The ceiling is postgres.js run by the bench Worker itself on 10 connections (no coordinator, no RPC), in the same workerd.", "");
+
+  out.push(`### postgres.js through edgepool, one instance per loop, at ${top} clients vs pgbouncer + postgres.js (target ≥ 1×)`, "",
+    "| query | through edgepool queries/s | pgbouncer queries/s | ratio | |", "|---|--:|--:|--:|---|");
+  for (const query of config.queries) {
+    const ratio = qps("pgjs-edgepool-loop", query) / qps("pgbouncer", query);
+    out.push(row([query, fmt(qps("pgjs-edgepool-loop", query), 0), fmt(qps("pgbouncer", query), 0), `${fmt(ratio, 2)}×`, verdictText(judge(ratio, (r) => r >= 1))]));
+  }
+  out.push("");
+
+  out.push("### CPU per request: built-in client vs a postgres.js instance through edgepool, both new per request (target ≤ 0.25×)", "",
+    "| query | where the CPU is counted | clients | built-in µs/request | postgres.js µs/request | ratio | |", "|---|---|--:|--:|--:|--:|---|");
+  const split = splitCells(splitRuns);
+  const splitOf = (version: "v2" | "v1", c: Contender, q: QueryName, n: number) => split.find((x) => x.version === version && x.contender === c && x.query === q && x.concurrency === n);
+  for (const query of config.queries) {
+    for (const n of config.splitConcurrency) {
+      const b = med2(splitOf("v2", "builtin-req", query, n), (r) => r.loadCpuUsPerQuery);
+      const p = med2(splitOf("v2", "pgjs-edgepool-req", query, n), (r) => r.loadCpuUsPerQuery);
+      if (!Number.isFinite(b) && !Number.isFinite(p)) continue;
+      out.push(row([query, "the Worker's workerd only (two-process run)", String(n), fmt(b, 0), fmt(p, 0), `${fmt(b / p, 2)}×`, verdictText(judge(b / p, (r) => r <= 0.25))]));
+    }
+    for (const n of config.concurrency) {
+      const b = med(cellOf(all, "builtin-req", query, n), (r) => r.cpuUsPerQuery);
+      const p = med(cellOf(all, "pgjs-edgepool-req", query, n), (r) => r.cpuUsPerQuery);
+      if (!Number.isFinite(b) && !Number.isFinite(p)) continue;
+      out.push(row([query, "Worker + coordinator, one workerd", String(n), fmt(b, 0), fmt(p, 0), `${fmt(b / p, 2)}×`, verdictText(judge(b / p, (r) => r <= 0.25))]));
+    }
+  }
+  out.push("", "The target is about the Worker's own cost per request (design §7), so the two-process rows decide it: the load generator's workerd holds the client libraries and the calling side of each RPC, " +
+    "and nothing of the coordinator. Their figures include the load loops and the dev registry's forwarding of each call to the other process (a Durable Object stub on a proxy), both paid alike by the two clients. " +
+    "The one-workerd rows add the coordinator's work for the same request.", "");
+
+  out.push("### Lease acquire + release, one client (target mean < 0.5 ms)", "", "| query | acquire + release mean ms | p50 ms¹ | |", "|---|--:|--:|---|");
   for (const query of config.queries) {
     const cell = cellOf(all, "lease", query, 1);
-    const p50 = med(cell, (r) => r.overhead?.p50 ?? NaN);
     const mean = med(cell, (r) => r.overhead?.mean ?? NaN);
-    out.push({
-      goal: `lease acquire + release under 0.5 ms p50, uncontended (${query})`,
-      measured: `p50 ${fmt(p50, 1)} ms¹, mean ${fmt(mean, 3)} ms`,
-      // The p50 is only good to ±0.5 ms; the exact mean bounds it for these right-skewed distributions.
-      met: verdict(mean < 0.5, mean),
-    });
+    out.push(row([query, fmt(mean, 3), fmt(med(cell, (r) => r.overhead?.p50 ?? NaN), 1), verdictText(judge(mean, (m) => m < 0.5))]));
   }
+  out.push("");
+
+  out.push("### Coordinator CPU per query, v2 vs v1, two-process run (target: v2 lower)", "",
+    "| query | clients | v2 client | v2 coordinator µs/query | v1 one-shot coordinator µs/query | ratio v2/v1 | |", "|---|--:|---|--:|--:|--:|---|");
+  const v1Cells = splitCells(v1?.runs ?? []);
+  for (const query of config.queries) {
+    for (const n of config.splitConcurrency) {
+      const old = med2(v1Cells.find((x) => x.query === query && x.concurrency === n), (r) => r.coordinatorCpuUsPerQuery);
+      for (const c of ["builtin-loop", "builtin-req"] as const) {
+        const now = med2(splitOf("v2", c, query, n), (r) => r.coordinatorCpuUsPerQuery);
+        if (!Number.isFinite(now) && !Number.isFinite(old)) continue;
+        out.push(row([query, String(n), c === "builtin-loop" ? "built-in, one per loop (as v1's bench)" : "built-in, new per request", fmt(now, 0), fmt(old, 0), `${fmt(now / old, 2)}×`, verdictText(judge(now / old, (r) => r < 1))]));
+      }
+    }
+  }
+  out.push("", v1 ? `v1: commit 8ab601e's bench Worker and coordinator, measured ${v1.started.slice(0, 16).replace("T", " ")} UTC (bench/results-v1.json, with its command)` +
+    (v1.started === started ? ", in this same run." : "; an earlier run than the v2 figures: compare only runs on an equally quiet machine.") : "v1 not measured: run with `BENCH_V1_DIR` (see bench/run.ts).", "");
+  return out;
+}
+
+const med2 = (cell: { runs: SplitRun[] } | undefined, pick: (r: SplitRun) => number) => (cell ? median(cell.runs.map(pick)) : NaN);
+
+/** The two-process run's own table: every contender, both processes' CPU. */
+function splitSection(splitRuns: SplitRun[], v1: { runs: SplitRun[] } | undefined): string[] {
+  const cellsAll = splitCells([...splitRuns.filter((r) => r.version === "v2"), ...(v1?.runs ?? [])]);
+  if (!cellsAll.length) return [];
+  const out = [
+    "## Two-process run: load generator and coordinator in separate workerd processes", "",
+    "The bench Worker twice, in two wrangler sessions bound through a private dev registry: the coordinator's workerd owns the `PoolCoordinator` Durable Objects, " +
+      "the load generator's `EDGEPOOL` binding names that class in the other script (`script_name`), and miniflare forwards every call (RPC and the driver sessions' streams) over workerd's debug port. " +
+      "CPU per query is each process's /proc CPU time over the run (warm-up included) divided by the queries.", "",
+    "| version | contender | query | clients | queries/s | mean ms | load generator CPU µs/query | coordinator CPU µs/query | server connections |",
+    "|---|---|---|--:|--:|--:|--:|--:|--:|",
+  ];
+  for (const c of cellsAll) {
+    const r = c.runs;
+    const errors = r.reduce((sum, x) => sum + x.errors, 0);
+    out.push(`| ${c.version} | ${c.version === "v1" ? "v1 one-shot (`createPool` per loop)" : LABEL[c.contender]} | ${c.query} | ${c.concurrency} | ${spread(r.map((x) => x.qps), 0)}${errors ? ` (${errors} errors)` : ""} | ` +
+      `${spread(r.map((x) => x.latency.mean), 3)} | ${spread(r.map((x) => x.loadCpuUsPerQuery), 0)} | ${spread(r.map((x) => x.coordinatorCpuUsPerQuery), 0)} | ${Math.max(...r.map((x) => x.serverConnections))} |`);
+  }
+  out.push("");
   return out;
 }
 
@@ -115,8 +226,8 @@ function goals(all: Cell[], config: Config) {
  * What the throughput goals are up against inside workerd: postgres.js in the bench Worker itself, no pool
  * and no RPC, pipelining on 10 connections at 100 clients (a context probe, `select 1`), against direct.
  */
-function ceiling(all: Cell[], contextRuns: Run[]): string[] {
-  const bare = med(cells(contextRuns).find((c) => c.contender === "pg-pipelined" && c.concurrency === 100), (r) => r.opsPerSec);
+function ceiling(all: Cell[]): string[] {
+  const bare = med(cellOf(all, "pgjs-workerd", "select1", 100), (r) => r.qps);
   const direct = med(cellOf(all, "direct", "select1", 100), (r) => r.qps);
   const bouncer = med(cellOf(all, "pgbouncer", "select1", 100), (r) => r.qps);
   if (!Number.isFinite(bare) || !Number.isFinite(direct)) return [];
@@ -133,6 +244,7 @@ function ceiling(all: Cell[], contextRuns: Run[]): string[] {
 export function markdown(report: {
   started: string; durationSeconds: number; command: string; config: Config; machine: Record<string, unknown> & Machine;
   workerdRssIdleMiB: number; workerdHeapIdleMiB: number; skipped: Record<string, string>; runs: Run[]; contextRuns: Run[];
+  splitRuns: SplitRun[]; v1?: { started: string; command: string; commit: string; runs: SplitRun[] };
 }): string {
   const { config } = report;
   const all = cells(report.runs);
@@ -166,13 +278,15 @@ export function markdown(report: {
     "",
   );
 
-  lines.push("## Goals", "", "| goal (from issue #5; targets, not tests) | measured | met |", "|---|---|---|");
+  lines.push(...targets(all, config, report.splitRuns, report.v1, report.started));
+  lines.push(...splitSection(report.splitRuns, report.v1));
+  lines.push("## Earlier goals (issue #5)", "", "| goal (targets, not tests) | measured | met |", "|---|---|---|");
   for (const x of goals(all, config)) lines.push(`| ${x.goal} | ${x.measured} | ${x.met === undefined ? "not measured" : x.met ? "yes" : "**no**"} |`);
   lines.push(
     "",
     "¹ workerd's clock moves in whole milliseconds, so sub-millisecond percentiles of Worker rows are good to about ±0.5 ms; the mean is exact and decides the lease goal.",
     "",
-    ...ceiling(all, report.contextRuns),
+    ...ceiling(all),
     "## Throughput vs concurrency",
     "",
     "![throughput vs concurrency](throughput.svg)",
@@ -251,13 +365,13 @@ export function markdown(report: {
       lines.push(`| ${label} | ${concurrency} | ${spread(r.map((x) => x.opsPerSec), 0)} | ${spread(r.map((x) => x.latency.mean), 3)} | ${spread(r.map((x) => x.cpuUsPerQuery), 0)} |`);
     }
     const cpuOf = (probe: ContextProbe, concurrency: number) => med(ctx.find((c) => c.contender === probe && c.concurrency === concurrency), (r) => r.cpuUsPerQuery);
-    const oneshotCpu = med(cellOf(all, "oneshot", "select1", 1), (r) => r.cpuUsPerQuery);
+    const oneshotCpu = med(cellOf(all, "builtin-req", "select1", 1), (r) => r.cpuUsPerQuery);
     lines.push(
       "",
       `Read against the one-shot rows: a one-shot \`select 1\` at 1 client cost ${fmt(oneshotCpu, 0)} µs of workerd CPU, where a Durable Object RPC that runs the query on its own connection, with no pool, costs ${fmt(cpuOf("rpc-pg", 1), 0)} µs ` +
         `(a no-op RPC round trip ${fmt(cpuOf("rpc-noop", 1), 0)} µs, a bare postgres.js query on an exclusively used connection ${fmt(cpuOf("pg-exclusive", 1), 0)} µs: a Durable Object call that waits on a socket costs more than the two apart); the difference is edgepool's own work per call (checks, the pool's bookkeeping, the reply). ` +
         "All of it is paid on workerd's single JavaScript thread, which here also runs the load generator, so that thread, not Postgres, is what caps the Worker rows. " +
-        `Pipelining (several queries in flight per connection, as the direct contender's postgres.js pool does above 10 clients) brings postgres.js in workerd to ${fmt(cpuOf("pg-pipelined", 100), 0)} µs per query.`,
+        `Pipelining (several queries in flight per connection, as the direct contender's postgres.js pool does above 10 clients) brings postgres.js in workerd to ${fmt(med(cellOf(all, "pgjs-workerd", "select1", 100), (r) => r.cpuUsPerQuery), 0)} µs per query.`,
       "",
     );
   }
@@ -272,7 +386,7 @@ export function markdown(report: {
     "",
     "| contender | clients | workerd RSS peak MiB | JS heap in use after the run MiB |",
     "|---|--:|--:|--:|",
-    ...(["oneshot", "lease", "naive"] as const).flatMap((contender) => config.concurrency.map((concurrency) => {
+    ...(["builtin-req", "pgjs-edgepool-req", "pg-edgepool-req", "lease", "naive"] as const).flatMap((contender) => config.concurrency.map((concurrency) => {
       const r = report.runs.filter((x) => x.contender === contender && x.concurrency === concurrency);
       if (!r.length) return undefined;
       return `| ${SHORT[contender]} | ${concurrency} | ${spread(r.map((x) => x.poolerRssMiB), 0)} | ${spread(r.map((x) => x.heapMiB ?? NaN), 1)} |`;
@@ -314,9 +428,14 @@ function contenderNotes(): string[] {
     "- **naive** — what a Worker without a pool does: every request creates a postgres.js client (`max: 1`), opens a TCP connection, authenticates with SCRAM-SHA-256, runs the query and closes. " +
       "It runs inside workerd like a real Worker. The latency covers connect + auth + query (closing is off the latency path, as it would be in `waitUntil`). " +
       "Nothing caps it: server connections grow with the requests in flight, which is the failure mode a pool exists to prevent; here connection setup (TCP, SCRAM on both ends, a new backend process) saturates the CPU first.",
-    "- **edgepool one-shot** — `createPool(env.EDGEPOOL, { tenant }).sql` from Worker code: one Workers RPC to the tenant's coordinator Durable Object, which takes any idle connection of its pool " +
-      `(max ${POOL_SIZE}), runs the statement with postgres.js, gives the connection back and returns the rows. Transaction mode, like pgbouncer's. ` +
-      "When all connections are busy, up to `pipelineDepth` (4) one-shots share a connection (pipelining). It measures the pool's hot path plus the RPC round trip.",
+    "- **postgres.js alone in workerd** — postgres.js run by the bench Worker itself, one pool of 10 connections shared by the loops (it pipelines when there are more queries than connections): no coordinator and no RPC. " +
+      "The in-workerd ceiling: what any pool inside workerd is up against on this machine.",
+    "- **edgepool built-in client** — `createPool(env.EDGEPOOL, { tenant }).query(text, params)`: the client encodes the protocol messages, sends them in one RPC (`run`) to the tenant's coordinator Durable Object, and decodes the answer itself. " +
+      "*One per loop*: a client made once per client loop; *new per request*: `createPool()` for each query, as a Worker request must (design §7). Transaction mode, like pgbouncer's.",
+    "- **postgres.js through edgepool** — `postgres(postgresOptions(env.EDGEPOOL, { tenant }))`, tagged templates (postgres.js prepares the point select): every postgres.js connection is a wire session to the coordinator (one `wire` RPC with byte streams both ways). " +
+      "*One instance per loop*, or *new per request*: a new instance, one query, `sql.end()` (the end is outside the latency but inside the loop and its CPU).",
+    "- **pg through edgepool** — `new pg.Client(pgOptions(env.EDGEPOOL, { tenant }))`: *one per loop* (connected once), or *new per request*: `connect()`, one query, `end()` (the end outside the latency, inside the CPU). " +
+      "pg sends a statement without values as a simple Query and one with values as unnamed Parse/Bind/Describe/Execute/Sync.",
     "- **edgepool lease** — `getConnection()`, three queries on the pinned connection, `release()`: acquire, three RPC calls on the lease object, release. " +
       "On release the coordinator rolls back and runs `DISCARD ALL`'s steps before the connection is used again (session mode), which is why one client keeps two or three connections busy; `release()` does not wait for that. The overhead table isolates acquire and release.",
     `- **direct** — a postgres.js pool (\`max: ${POOL_SIZE}\`) in the Node 22 driver process, queried straight: no pooler, no RPC. ` +
@@ -336,7 +455,9 @@ export function chart(all: Run[], config: Config): string {
   const queries = config.queries;
   const contenders = config.contenders.filter((c) => groups.some((g) => g.contender === c));
   const colors: Record<Contender, string> = {
-    naive: "#d62728", oneshot: "#1f77b4", lease: "#17becf", direct: "#2ca02c", pgbouncer: "#ff7f0e", pgbench: "#7f7f7f",
+    naive: "#d62728", "pgjs-workerd": "#8c564b", "builtin-loop": "#aec7e8", "builtin-req": "#1f77b4",
+    "pgjs-edgepool-loop": "#c5b0d5", "pgjs-edgepool-req": "#9467bd", "pg-edgepool-loop": "#f7b6d2", "pg-edgepool-req": "#e377c2",
+    lease: "#17becf", direct: "#2ca02c", pgbouncer: "#ff7f0e", pgbench: "#7f7f7f",
   };
   const W = 460;
   const H = 340;

@@ -6,7 +6,7 @@ import { mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "n
 import os from "node:os";
 import { join } from "node:path";
 import type { QueryName, RunRequest, RunResult, WorkerContender } from "../worker.ts";
-import { ACCOUNTS, POINT_SELECT, POOL_SIZE, type Config, type Contender, type ContextProbe } from "./config.ts";
+import { ACCOUNTS, EDGEPOOL_CONTENDERS, POINT_SELECT, POOL_SIZE, type Config, type Contender, type ContextProbe } from "./config.ts";
 import type { Sql, Workerd } from "./servers.ts";
 import { exactLatency, tickLatency, type Latency } from "./stats.ts";
 import { children, cpuMs, onCleanup, ownCpuMs, rssMiB, sleep, stopChild } from "./system.ts";
@@ -153,12 +153,13 @@ export async function workerRun(
     await sampler.stop();
   }
   const cpuUsPerQuery = ((workerdCpu() - cpu0) * 1000) / (result.queries + result.warmupQueries);
-  const stats = (contender !== "oneshot" && contender !== "lease" ? undefined : await call(`/stats?tenant=${tenant}`, undefined)) as
+  const edgepool = contender === "oneshot" || EDGEPOOL_CONTENDERS.includes(contender as Contender);
+  const stats = (!edgepool ? undefined : await call(`/stats?tenant=${tenant}`, undefined)) as
     | { total: number; created: number; peakDemand: number; sizing: { verdict: string } }
     | undefined;
   const seconds = result.elapsedMs / 1000;
   const run: Run = {
-    contender, query, concurrency, rep,
+    contender: contender as Contender | ContextProbe, query, concurrency, rep,
     qps: result.queries / seconds,
     opsPerSec: result.ops / seconds,
     ops: result.ops,
@@ -166,7 +167,7 @@ export async function workerRun(
     firstError: result.firstError,
     latency: tickLatency(result.latencies),
     clock: "ms",
-    serverConnections: sampler.peak(contender === "naive" ? "bench:naive" : contender.startsWith("pg-") || contender === "rpc-pg" ? "bench:context" : `edgepool:${tenant}`),
+    serverConnections: sampler.peak(edgepool ? `edgepool:${tenant}` : contender === "naive" ? "bench:naive" : contender === "pgjs-workerd" ? "bench:workerd" : "bench:context"),
     poolerRssMiB: sampler.rssPeak,
     cpuUsPerQuery,
     heapMiB: await workerd.heapMiB(),
@@ -279,4 +280,58 @@ export async function pgbenchRun(config: Timing, bin: string, db: URL, sampler: 
   } finally {
     rmSync(dir, { recursive: true, force: true });
   }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The two-process run: the load generator and the coordinator in two workerd processes.
+
+/** One run of the two-process setup. CPU per query counts the warm-up in both time and queries. */
+export interface SplitRun {
+  /** Which coordinator: today's (v2) or the v1 checkout's. */
+  version: "v2" | "v1";
+  /** For v1, the bench Worker's `oneshot` (a long-lived `createPool` per loop, as v1's bench had it). */
+  contender: Contender;
+  query: QueryName;
+  concurrency: number;
+  rep: number;
+  qps: number;
+  errors: number;
+  firstError?: string;
+  latency: Latency;
+  serverConnections: number;
+  /** The load generator's workerd (loops, client libraries, the calling side of each RPC). */
+  loadCpuUsPerQuery: number;
+  /** The coordinator's workerd (the Durable Object: wire sessions, pool, server sockets). */
+  coordinatorCpuUsPerQuery: number;
+}
+
+export async function splitRun(
+  config: Timing, split: { load: Workerd; coordinator: Workerd }, sampler: Sampler, version: "v2" | "v1",
+  contender: Contender, tenant: string, query: QueryName, concurrency: number, rep: number,
+): Promise<SplitRun> {
+  const request: RunRequest = {
+    contender: version === "v1" ? "oneshot" : (contender as WorkerContender),
+    query, concurrency, durationMs: config.durationMs, warmupMs: config.warmupMs, tenant,
+  };
+  const cpu = (w: Workerd) => w.pids.reduce((sum, pid) => sum + cpuMs(pid), 0);
+  sampler.start();
+  let result: RunResult;
+  const load0 = cpu(split.load);
+  const coord0 = cpu(split.coordinator);
+  try {
+    result = (await split.load.call("/run", request)) as RunResult;
+  } finally {
+    await sampler.stop();
+  }
+  const queries = result.queries + result.warmupQueries;
+  return {
+    version, contender, query, concurrency, rep,
+    qps: result.queries / (result.elapsedMs / 1000),
+    errors: result.errors,
+    firstError: result.firstError,
+    latency: tickLatency(result.latencies),
+    serverConnections: sampler.peak(`edgepool:${tenant}`),
+    loadCpuUsPerQuery: ((cpu(split.load) - load0) * 1000) / queries,
+    coordinatorCpuUsPerQuery: ((cpu(split.coordinator) - coord0) * 1000) / queries,
+  };
 }

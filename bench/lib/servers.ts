@@ -60,6 +60,15 @@ export interface Workerd {
   heapMiB: () => Promise<number>;
   /** wrangler's inspector proxy for the isolate (bench/profile.ts attaches the CPU profiler there). */
   inspectorUrl: string;
+  /** Stops this wrangler session and its workerd processes (also done by the cleanup at exit). */
+  dispose: () => Promise<void>;
+}
+
+/** How to start one wrangler session: `registry`, a dev registry directory shared by sessions that bind to each other. */
+export interface SessionOptions {
+  registry?: string;
+  /** Names the session in the log. */
+  label?: string;
 }
 
 /** Starts the bench Worker in workerd with wrangler's programmatic API (disposed of by the cleanup). */
@@ -68,6 +77,7 @@ export async function startWorkerd(
   databaseUrl: string,
   config: Pick<Config, "durationMs" | "warmupMs">,
   facts: Machine,
+  session: SessionOptions = {},
 ): Promise<Workerd> {
   process.env.WRANGLER_SEND_METRICS = "false";
   process.env.CLOUDFLARE_CF_FETCH_ENABLED ??= "false";
@@ -91,14 +101,19 @@ export async function startWorkerd(
       persist: false,
       watch: false,
       logLevel: "warn",
+      ...(session.registry ? { registry: session.registry } : {}),
     },
   } as never);
-  onCleanup("workerd", async () => {
-    await worker.dispose();
-    // dispose() stops workerd; make sure, by pid, that the one we started is gone.
-    for (const p of descendants(process.pid)) if (p.comm === "workerd" && alive(p.pid)) process.kill(p.pid, "SIGKILL");
-  });
+  let started: number[] = [];
+  let disposed: Promise<void> | undefined;
+  const dispose = () => (disposed ??= (async () => {
+    await worker.dispose().catch(() => {});
+    // dispose() stops workerd; make sure, by pid, that the ones this session started are gone.
+    for (const pid of started) if (alive(pid)) process.kill(pid, "SIGKILL");
+  })());
+  onCleanup(`workerd${session.label ? ` (${session.label})` : ""}`, dispose);
   await worker.ready;
+  started = descendants(process.pid).filter((p) => p.comm === "workerd" && !before.has(p.pid)).map((p) => p.pid);
   // wrangler installs its own handlers that exit the process at once on Ctrl-C, before this
   // script stopped pgbouncer and Postgres: leave the shutdown to ours (which disposes workerd too).
   for (const s of signals) {
@@ -120,17 +135,56 @@ export async function startWorkerd(
   const probe: RunRequest = { contender: "rpc-noop", query: "select1", concurrency: 1, durationMs: 500, warmupMs: 0, tenant: "" };
   await callWorker("/run", probe);
   const candidates = descendants(process.pid).filter((p) => p.comm === "workerd" && !before.has(p.pid)).map((p) => p.pid);
+  started = [...new Set([...started, ...candidates])];
   for (const pid of candidates) children.add(pid);
   const cpuBefore = candidates.map((pid) => cpuMs(pid));
   await callWorker("/run", probe);
   const used = candidates.map((pid, i) => cpuMs(pid) - cpuBefore[i]!);
   const busiest = candidates[used.indexOf(Math.max(...used))];
   const workerdPids = busiest ? [busiest] : [];
-  log(`workerd ${facts.workerd} (pid ${busiest ?? "?"}, of ${candidates.length} started by wrangler ${facts.wrangler})`);
+  log(`workerd ${facts.workerd}${session.label ? ` for ${session.label}` : ""} (pid ${busiest ?? "?"}, of ${candidates.length} started by wrangler ${facts.wrangler})`);
   const inspectorUrl = String(await worker.inspectorUrl);
   const heap = () => heapMiB(inspectorUrl);
   if (Number.isNaN(await heap())) log("warning: no inspector, so no JS heap figures");
-  return { call: callWorker, pids: workerdPids, heapMiB: heap, inspectorUrl };
+  return { call: callWorker, pids: workerdPids, heapMiB: heap, inspectorUrl, dispose };
+}
+
+/**
+ * The two-process setup: the bench Worker `script` twice, in two wrangler sessions (two workerd
+ * processes) that find each other through a private dev registry. The coordinator session owns the
+ * `PoolCoordinator` Durable Objects; the load session's `EDGEPOOL` binding names that class in the
+ * coordinator's script (`script_name`), so every call crosses to the other process (miniflare
+ * forwards it over workerd's debug port, RPC and streams included). Each process's CPU is then
+ * its own: the load generator and client libraries in one, the coordinator in the other.
+ */
+export async function startSplit(
+  script: string, label: string, databaseUrl: string, config: Pick<Config, "durationMs" | "warmupMs">, facts: Machine,
+): Promise<{ load: Workerd; coordinator: Workerd; dispose: () => Promise<void> }> {
+  const dir = mkdtempSync(join(os.tmpdir(), `edgepool-split-${label}-`));
+  const registry = join(dir, "registry");
+  onCleanup(`split files ${label}`, () => rmSync(dir, { recursive: true, force: true }));
+  const coordName = `edgepool-bench-${label}-coordinator`;
+  const common = (name: string) => [
+    `name = "${name}"`,
+    `main = ${JSON.stringify(script)}`,
+    `compatibility_date = "2026-11-01"`,
+    `compatibility_flags = ["nodejs_compat"]`,
+  ];
+  writeFileSync(join(dir, "coordinator.toml"), [
+    ...common(coordName),
+    "[[durable_objects.bindings]]", `name = "EDGEPOOL"`, `class_name = "PoolCoordinator"`,
+    "[[durable_objects.bindings]]", `name = "BENCH_ECHO"`, `class_name = "BenchEcho"`,
+    "[[migrations]]", `tag = "v1"`, `new_sqlite_classes = ["PoolCoordinator", "BenchEcho"]`, "",
+  ].join("\n"));
+  writeFileSync(join(dir, "load.toml"), [
+    ...common(`edgepool-bench-${label}-load`),
+    "[[durable_objects.bindings]]", `name = "EDGEPOOL"`, `class_name = "PoolCoordinator"`, `script_name = "${coordName}"`,
+    "[[durable_objects.bindings]]", `name = "BENCH_ECHO"`, `class_name = "BenchEcho"`,
+    "[[migrations]]", `tag = "v1"`, `new_sqlite_classes = ["BenchEcho"]`, "",
+  ].join("\n"));
+  const coordinator = await startWorkerd(join(dir, "coordinator.toml"), databaseUrl, config, facts, { registry, label: `${label} coordinator` });
+  const load = await startWorkerd(join(dir, "load.toml"), databaseUrl, config, facts, { registry, label: `${label} load generator` });
+  return { load, coordinator, dispose: async () => (await load.dispose(), await coordinator.dispose()) };
 }
 
 // ---------------------------------------------------------------------------------------------
