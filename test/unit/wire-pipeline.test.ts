@@ -157,6 +157,21 @@ describe("pipelining one-shot batches on shared backends", () => {
     expect(rows(b)).toEqual([]);
   });
 
+  it("a rider's next batch waits until its answers are in (a rider writes once), then goes on its own", async () => {
+    const wire = makeWire({ maxConnections: 1 });
+    const x = await busy(wire);
+    const a = wire.client({ shared: true });
+    await a.send(fe.query("select 'a1'"));
+    await a.send(fe.query("select 'a2'"));
+    const [backend] = wire.driver.backends;
+    expect(backend!.log).toEqual(["Q:sleep", "Q:select 'a1'"]);
+    await resumeAll(wire);
+    expect(x.types()).toBe("C Z");
+    expect(rows(a)).toEqual(["a1", "a2"]);
+    expect(a.closed).toBe(false);
+    expect(wire.pool.stats().leased).toBe(0);
+  });
+
   it("a batch that opens a transaction, runs COPY, changes session state or is not whole never rides; nor does a non-one-shot session", async () => {
     const wire = makeWire({ maxConnections: 1 });
     await busy(wire);

@@ -206,6 +206,8 @@ export class WireSession<B extends Backend> {
   }
 
   private async process(bytes: Uint8Array): Promise<void> {
+    // A rider writes once: more bytes wait until its answers are in and it left the shared connection.
+    if (this.rider) await this.answered();
     if (this.closed) return;
     let frames: Frame[];
     try {
