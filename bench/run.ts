@@ -6,12 +6,13 @@
 //   BENCH_DURATION_MS (2000)  measured time per run      BENCH_WARMUP_MS (500)  unmeasured warm-up per run
 //   BENCH_REPS (3)            runs per cell (median, min-max)
 //   BENCH_CONCURRENCY (1,10,100)  BENCH_QUERIES (select1,point)
-//   BENCH_ONLY                contenders by name or prefix (`BENCH_ONLY=pgjs-edgepool,builtin`); all by default
+//   BENCH_ONLY                contenders by name or prefix (`BENCH_ONLY=pgjs-edgepool,builtin`); all by default;
+//                             `none`: only the two-process run
 //                             (BENCH_CONTENDERS: exact names, the older knob). Contenders: bench/lib/config.ts.
 //   BENCH_SPLIT               two-process run: contenders (names or prefixes of builtin-req, builtin-loop,
-//                             pgjs-edgepool-req, pgjs-edgepool-loop, pg-edgepool-req; default all, or those
-//                             BENCH_ONLY selects), "0" skips it
-//   BENCH_SPLIT_CONCURRENCY (1,100)  its concurrency levels
+//                             pgjs-edgepool-req, pgjs-edgepool-loop, pg-edgepool-req, pg-edgepool-loop;
+//                             default the first four, or those of them BENCH_ONLY selects), "0" skips it
+//   BENCH_SPLIT_CONCURRENCY (10)  its concurrency levels
 //   BENCH_V1_DIR              a checkout of v1 (8ab601e, node_modules linked): its one-shot in the two-process
 //                             setup too; also writes <BENCH_OUT>/results-v1.json
 //   BENCH_CONTEXT=0           skip the context probes

@@ -77,7 +77,9 @@ export class BenchEcho extends DurableObject<Env> {
 
   async pg(text: string, params: unknown[]): Promise<{ ok: true; value: { rows: unknown[]; count: number; command: string } }> {
     this.#sql ??= postgres(this.env.DATABASE_URL, {
-      max: 1, prepare: false, idle_timeout: 0, max_lifetime: 0, onnotice: () => {}, connection: { application_name: "bench:context" },
+      max: 1, prepare: false, idle_timeout: 0, max_lifetime: 0, onnotice: () => {},
+      // Its own name: the object keeps this connection, and the bench waits for `bench:context` ones to close between probes.
+      connection: { application_name: "bench:rpc-pg" },
     });
     const result = await this.#sql.unsafe(text, params as never[]);
     return { ok: true, value: { rows: [...result], count: result.count, command: result.command } };

@@ -25,7 +25,9 @@ export type WorkerContenderName = (typeof WORKER_CONTENDERS)[number];
 export const EDGEPOOL_CONTENDERS: readonly Contender[] = ["builtin-loop", "builtin-req", "pgjs-edgepool-loop", "pgjs-edgepool-req", "pg-edgepool-loop", "pg-edgepool-req", "lease"];
 export const isWorkerContender = (c: string): c is WorkerContenderName => (WORKER_CONTENDERS as readonly string[]).includes(c);
 /** The two-process run: contenders whose coordinator runs in a workerd of its own (the v1 one-shot is added by BENCH_V1_DIR). */
-export const SPLIT_CONTENDERS = ["builtin-req", "builtin-loop", "pgjs-edgepool-req", "pgjs-edgepool-loop", "pg-edgepool-req"] as const satisfies readonly Contender[];
+export const SPLIT_CONTENDERS = ["builtin-req", "builtin-loop", "pgjs-edgepool-req", "pgjs-edgepool-loop", "pg-edgepool-req", "pg-edgepool-loop"] as const satisfies readonly Contender[];
+/** What the two-process run measures by default: the contenders the targets need. */
+const SPLIT_DEFAULT: readonly Contender[] = ["builtin-req", "builtin-loop", "pgjs-edgepool-req", "pgjs-edgepool-loop"];
 /** Measurements of workerd itself, for context (not contenders). */
 export type ContextProbe = "rpc-noop" | "rpc-pg" | "pg-exclusive" | "pg-pipelined";
 export const CONTEXT: { probe: ContextProbe; concurrency: number; label: string }[] = [
@@ -52,7 +54,7 @@ export function readConfig(here: string) {
     contenders: selectContenders(),
     /** Two-process run: which contenders, at which concurrency levels ("0": skip it). */
     split: process.env.BENCH_SPLIT === "0" ? [] : selectSplit(),
-    splitConcurrency: listEnv("BENCH_SPLIT_CONCURRENCY", ["1", "100"]).map(Number),
+    splitConcurrency: listEnv("BENCH_SPLIT_CONCURRENCY", ["10"]).map(Number),
     /** A checkout of v1 (commit 8ab601e) whose bench Worker's one-shot runs in the two-process setup too. */
     v1Dir: process.env.BENCH_V1_DIR ? resolve(process.cwd(), process.env.BENCH_V1_DIR) : undefined,
     /** Also measure workerd itself (RPC round trip, postgres.js without the pool) for context. */
@@ -72,6 +74,8 @@ export function readConfig(here: string) {
  */
 function selectContenders(): Contender[] {
   const only = listEnv("BENCH_ONLY", []);
+  // `none`: only the two-process run (BENCH_SPLIT, BENCH_V1_DIR).
+  if (only.length === 1 && only[0] === "none") return [];
   if (only.length) return pick("BENCH_ONLY", only, CONTENDERS);
   return pick("BENCH_CONTENDERS", listEnv("BENCH_CONTENDERS", [...CONTENDERS]), CONTENDERS);
 }
@@ -80,9 +84,9 @@ function selectContenders(): Contender[] {
 function selectSplit(): Contender[] {
   const split = listEnv("BENCH_SPLIT", []);
   if (split.length) return pick("BENCH_SPLIT", split, SPLIT_CONTENDERS);
-  const only = listEnv("BENCH_ONLY", []);
-  if (only.length) return SPLIT_CONTENDERS.filter((c) => only.some((o) => c === o || c.startsWith(`${o}-`)));
-  return [...SPLIT_CONTENDERS];
+  const only = listEnv("BENCH_ONLY", []).filter((o) => o !== "none");
+  if (only.length) return SPLIT_DEFAULT.filter((c) => only.some((o) => c === o || c.startsWith(`${o}-`)));
+  return [...SPLIT_DEFAULT];
 }
 
 function pick(knob: string, wanted: string[], known: readonly Contender[]): Contender[] {

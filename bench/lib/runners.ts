@@ -167,7 +167,7 @@ export async function workerRun(
     firstError: result.firstError,
     latency: tickLatency(result.latencies),
     clock: "ms",
-    serverConnections: sampler.peak(edgepool ? `edgepool:${tenant}` : contender === "naive" ? "bench:naive" : contender === "pgjs-workerd" ? "bench:workerd" : "bench:context"),
+    serverConnections: sampler.peak(edgepool ? `edgepool:${tenant}` : contender === "naive" ? "bench:naive" : contender === "pgjs-workerd" ? "bench:workerd" : contender === "rpc-pg" ? "bench:rpc-pg" : "bench:context"),
     poolerRssMiB: sampler.rssPeak,
     cpuUsPerQuery,
     heapMiB: await workerd.heapMiB(),
