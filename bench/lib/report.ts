@@ -169,8 +169,9 @@ function targets(all: Cell[], config: Config, splitRuns: SplitRun[], v1: { start
     }
   }
   out.push("", "The target is about the Worker's own cost per request (design §7), so the two-process rows decide it: the load generator's workerd holds the client libraries and the calling side of each RPC, " +
-    "and nothing of the coordinator. Their figures include the load loops and the dev registry's forwarding of each call to the other process (a Durable Object stub on a proxy), both paid alike by the two clients. " +
-    "The one-workerd rows add the coordinator's work for the same request.", "");
+    "and nothing of the coordinator. Their figures include the load loops and the local dev registry's forwarding to the other process (a proxy Durable Object, then workerd's debug port), which production does not have: " +
+    "the built-in client pays it once per request (one `run` call), a driver session once for its `wire` call and again for the chunks of its two byte streams. " +
+    "The one-workerd rows have no forwarding but add the coordinator's work for the same request; read both.", "");
 
   out.push("### Lease acquire + release, one client (target mean < 0.5 ms)", "", "| query | acquire + release mean ms | p50 ms¹ | |", "|---|--:|--:|---|");
   for (const query of config.queries) {
