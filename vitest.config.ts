@@ -49,6 +49,19 @@ export default defineConfig({
       },
       {
         extends: true,
+        test: {
+          name: "package",
+          // The packed tarball installed into fresh projects: Node 22, Deno, Bun, Workers, tsc.
+          include: ["test/package/**/*.test.ts"],
+          globalSetup: ["./test/package/pack.ts"],
+          environment: "node",
+          fileParallelism: false,
+          testTimeout: 120_000,
+          hookTimeout: 120_000,
+        },
+      },
+      {
+        extends: true,
         plugins: [
           cloudflareTest(({ inject }) => ({
             wrangler: { configPath: "./test/wrangler.test.toml" },
