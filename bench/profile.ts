@@ -37,7 +37,7 @@ logAs("profile");
 
 const WORKER_CONTENDERS = [
   "naive", "pgjs-workerd", "builtin-loop", "builtin-req", "pgjs-edgepool-loop", "pgjs-edgepool-req", "pg-edgepool-loop", "pg-edgepool-req",
-  "oneshot", "lease", "rpc-noop", "rpc-pg", "pg-exclusive", "pg-pipelined",
+  "oneshot", "lease", "rpc-noop", "rpc-noop-remote", "rpc-pg", "pg-exclusive", "pg-pipelined",
 ] as const satisfies readonly WorkerContender[];
 
 /** One PROFILE_RUNS entry. */

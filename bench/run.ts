@@ -14,7 +14,10 @@
 //                             default the first four, or those of them BENCH_ONLY selects), "0" skips it
 //   BENCH_SPLIT_CONCURRENCY (10)  its concurrency levels
 //   BENCH_V1_DIR              a checkout of v1 (8ab601e, node_modules linked): its one-shot in the two-process
-//                             setup too; also writes <BENCH_OUT>/results-v1.json
+//                             setup too; also writes <BENCH_OUT>/results-v1.json (without it, the report compares
+//                             with that file from an earlier run, and says so). Make the checkout with:
+//                               git worktree add --detach /tmp/edgepool-v1 8ab601e
+//                               ln -s "$PWD/node_modules" /tmp/edgepool-v1/node_modules
 //   BENCH_CONTEXT=0           skip the context probes
 //   BENCH_OUT (bench/)        where the files go         DATABASE_URL: use that server instead of embedded
 // This file is the sequence; the parts are in bench/lib/: config, system (cleanup, processes,
@@ -201,8 +204,9 @@ await runToEnd(async () => {
   // The load generator in one workerd, the coordinator in another (bench/lib/servers.ts startSplit):
   // the coordinator's own CPU per query shows. v2 (this checkout), then v1's one-shot (BENCH_V1_DIR).
   await workerd?.dispose();
-  const splitPlan: { version: "v2" | "v1"; script: string; contenders: Contender[] }[] = [];
-  if (config.split.length) splitPlan.push({ version: "v2", script: join(here, "worker.ts"), contenders: config.split });
+  const splitPlan: { version: "v2" | "v1"; script: string; contenders: (Contender | "rpc-noop-remote")[] }[] = [];
+  // rpc-noop-remote first: the forwarding between the two processes, per call, for reading the rest.
+  if (config.split.length) splitPlan.push({ version: "v2", script: join(here, "worker.ts"), contenders: ["rpc-noop-remote", ...config.split] });
   if (config.v1Dir) {
     const script = join(config.v1Dir, "bench", "worker.ts");
     if (!existsSync(script)) throw new Error(`BENCH_V1_DIR: no ${script} (make one with \`git worktree add ${config.v1Dir} 8ab601e\` and link node_modules)`);
@@ -215,10 +219,13 @@ await runToEnd(async () => {
       for (let rep = 1; rep <= config.reps; rep++) {
         for (const query of config.queries) {
           for (const contender of contenders) {
+            if (contender === "rpc-noop-remote" && query !== config.queries[0]) continue;
             for (const concurrency of config.splitConcurrency) {
               const tenant = `bench-split-${version}-${contender}`;
-              await split.load.call("/setup", { tenants: [tenant], options: { maxConnections: POOL_SIZE } });
-              await drained(`edgepool:${tenant}`);
+              if (contender !== "rpc-noop-remote") {
+                await split.load.call("/setup", { tenants: [tenant], options: { maxConnections: POOL_SIZE } });
+                await drained(`edgepool:${tenant}`);
+              }
               const run = await splitRun(config, split, sampler, version, contender, tenant, query, concurrency, rep);
               splitRuns.push(run);
               log(`two-process ${version} ${version === "v1" ? "oneshot" : contender} ${query} c=${concurrency} rep ${rep}/${config.reps}: ${fmt(run.qps, 0)} q/s, mean ${fmt(run.latency.mean, 3)} ms, ` +
@@ -237,7 +244,10 @@ await runToEnd(async () => {
       started: started.toISOString(),
       command: commandLine(),
       commit: execFileSync("git", ["-C", config.v1Dir, "rev-parse", "HEAD"], { encoding: "utf8" }).trim(),
-      note: "v1's bench Worker (its `oneshot`: one createPool per client loop) as load generator, v1's PoolCoordinator in a workerd of its own (bench/lib/servers.ts startSplit)",
+      method: "v1's bench Worker (its `oneshot`: one createPool per client loop) as load generator, v1's PoolCoordinator in a workerd of its own (bench/lib/servers.ts startSplit)",
+      ...(loadBefore[0]! > facts.cores / 2
+        ? { note: `measured on a busy machine (load average ${loadBefore[0]!.toFixed(2)} on ${facts.cores} cores): a smoke figure, not a final one` }
+        : {}),
       machine: { ...facts, loadAverageBefore: loadBefore },
       config: { durationMs: config.durationMs, warmupMs: config.warmupMs, reps: config.reps, queries: config.queries, concurrency: config.splitConcurrency },
       runs: splitRuns.filter((r) => r.version === "v1"),
@@ -275,7 +285,9 @@ export interface V1Results {
   started: string;
   command: string;
   commit: string;
-  note: string;
+  method: string;
+  /** Set when the machine was busy: the figures are a smoke run's. */
+  note?: string;
   machine: Record<string, unknown>;
   config: Record<string, unknown>;
   runs: SplitRun[];

@@ -17,6 +17,8 @@ export { PoolCoordinator, PoolService } from "../worker/index.ts";
 interface Env extends CoordinatorEnv {
   DATABASE_URL: string;
   BENCH_ECHO: DurableObjectNamespace<BenchEcho>;
+  /** Two-process run only: BenchEcho in the coordinator's workerd (the cost of forwarding a call there). */
+  BENCH_ECHO_REMOTE?: DurableObjectNamespace<BenchEcho>;
 }
 
 /**
@@ -26,7 +28,7 @@ interface Env extends CoordinatorEnv {
  */
 export type WorkerContender =
   | "naive" | "pgjs-workerd" | "builtin-loop" | "builtin-req" | "pgjs-edgepool-loop" | "pgjs-edgepool-req" | "pg-edgepool-loop" | "pg-edgepool-req"
-  | "oneshot" | "lease" | "rpc-noop" | "rpc-pg" | "pg-exclusive" | "pg-pipelined";
+  | "oneshot" | "lease" | "rpc-noop" | "rpc-noop-remote" | "rpc-pg" | "pg-exclusive" | "pg-pipelined";
 /** The two statements of the suite. */
 export type QueryName = "select1" | "point";
 
@@ -129,8 +131,9 @@ function statement(query: QueryName): [string, number[]] {
 
 /** postgres.js inside workerd without the pool, for context: the socket's share of a query's cost. */
 function contextOperation(env: Env, req: RunRequest): { op: Operation; close?: () => Promise<void> } {
-  if (req.contender === "rpc-noop" || req.contender === "rpc-pg") {
-    const stub = env.BENCH_ECHO.get(env.BENCH_ECHO.idFromName(req.contender));
+  if (req.contender === "rpc-noop" || req.contender === "rpc-noop-remote" || req.contender === "rpc-pg") {
+    const namespace = req.contender === "rpc-noop-remote" ? (env.BENCH_ECHO_REMOTE ?? env.BENCH_ECHO) : env.BENCH_ECHO;
+    const stub = namespace.get(namespace.idFromName(req.contender));
     return {
       op: async (into) => {
         const [text, params] = statement(req.query);

@@ -110,7 +110,10 @@ function goals(all: Cell[], config: Config) {
   return out;
 }
 
-type SplitCell = { version: "v2" | "v1"; contender: Contender; query: QueryName; concurrency: number; runs: SplitRun[] };
+/** bench/results-v1.json as the report reads it. */
+type V1 = { started: string; command: string; commit: string; note?: string; machine?: Record<string, unknown>; runs: SplitRun[] };
+
+type SplitCell = { version: "v2" | "v1"; contender: SplitRun["contender"]; query: QueryName; concurrency: number; runs: SplitRun[] };
 
 function splitCells(all: SplitRun[]): SplitCell[] {
   const map = new Map<string, SplitCell>();
@@ -125,7 +128,7 @@ function splitCells(all: SplitRun[]): SplitCell[] {
 const verdictText = (met: boolean | undefined) => (met === undefined ? "not measured" : met ? "met" : "**not met**");
 
 /** The targets of the issue, one table each: every row says met / not met with the ratio. */
-function targets(all: Cell[], config: Config, splitRuns: SplitRun[], v1: { started: string; runs: SplitRun[] } | undefined, started: string): string[] {
+function targets(all: Cell[], config: Config, splitRuns: SplitRun[], v1: V1 | undefined, started: string): string[] {
   const out: string[] = ["## Targets", "", "Targets for `npm run bench` (not timed tests). Every figure is a median over the runs of a cell.", ""];
   const row = (cells: string[]) => `| ${cells.join(" | ")} |`;
   const judge = (ratio: number, ok: (r: number) => boolean) => (Number.isFinite(ratio) ? ok(ratio) : undefined);
@@ -160,6 +163,11 @@ function targets(all: Cell[], config: Config, splitRuns: SplitRun[], v1: { start
       const p = med2(splitOf("v2", "pgjs-edgepool-req", query, n), (r) => r.loadCpuUsPerQuery);
       if (!Number.isFinite(b) && !Number.isFinite(p)) continue;
       out.push(row([query, "the Worker's workerd only (two-process run)", String(n), fmt(b, 0), fmt(p, 0), `${fmt(b / p, 2)}×`, verdictText(judge(b / p, (r) => r <= 0.25))]));
+      // Less one forwarded no-op call (what the local forwarding costs the calling process per call).
+      const f = med2(splitOf("v2", "rpc-noop-remote", config.queries[0]!, n), (r) => r.loadCpuUsPerQuery);
+      if (Number.isFinite(f)) {
+        out.push(row([query, "the same, less one forwarded no-op call", String(n), fmt(b - f, 0), fmt(p - f, 0), `${fmt((b - f) / (p - f), 2)}×`, verdictText(judge((b - f) / (p - f), (r) => r <= 0.25))]));
+      }
     }
     for (const n of config.concurrency) {
       const b = med(cellOf(all, "builtin-req", query, n), (r) => r.cpuUsPerQuery);
@@ -171,7 +179,8 @@ function targets(all: Cell[], config: Config, splitRuns: SplitRun[], v1: { start
   out.push("", "The target is about the Worker's own cost per request (design §7), so the two-process rows decide it: the load generator's workerd holds the client libraries and the calling side of each RPC, " +
     "and nothing of the coordinator. Their figures include the load loops and the local dev registry's forwarding to the other process (a proxy Durable Object, then workerd's debug port), which production does not have: " +
     "the built-in client pays it once per request (one `run` call), a driver session once for its `wire` call and again for the chunks of its two byte streams. " +
-    "The one-workerd rows have no forwarding but add the coordinator's work for the same request; read both.", "");
+    "The *less one forwarded no-op call* rows take one call's forwarding (measured by the two-process run's no-op row) off both: exact for the built-in client, still high for postgres.js (its stream chunks). " +
+    "The one-workerd rows have no forwarding but add the coordinator's work for the same request; read all three.", "");
 
   out.push("### Lease acquire + release, one client (target mean < 0.5 ms)", "", "| query | acquire + release mean ms | p50 ms¹ | |", "|---|--:|--:|---|");
   for (const query of config.queries) {
@@ -194,7 +203,15 @@ function targets(all: Cell[], config: Config, splitRuns: SplitRun[], v1: { start
       }
     }
   }
-  out.push("", v1 ? `v1: commit 8ab601e's bench Worker and coordinator, measured ${v1.started.slice(0, 16).replace("T", " ")} UTC (bench/results-v1.json, with its command)` +
+  const floor = split.filter((x) => x.contender === "rpc-noop-remote" && x.version === "v2");
+  if (floor.length) {
+    out.push("", "For reading these: a call that does nothing, forwarded the same way, cost " +
+      floor.map((f) => `${fmt(med2(f, (r) => r.coordinatorCpuUsPerQuery), 0)} µs in the coordinator's workerd and ${fmt(med2(f, (r) => r.loadCpuUsPerQuery), 0)} µs in the load generator's at ${f.concurrency} clients`).join("; ") +
+      ": the local forwarding's share of every row, v1's and v2's alike.");
+  }
+  const v1Load = (v1?.machine as { loadAverageBefore?: number[] } | undefined)?.loadAverageBefore?.[0];
+  out.push("", v1 ? `v1: commit 8ab601e's bench Worker and coordinator, measured ${v1.started.slice(0, 16).replace("T", " ")} UTC ` +
+    `(bench/results-v1.json: \`${v1.command}\`, load average ${fmt(v1Load, 2)} before${v1.note ? `; ${v1.note}` : ""})` +
     (v1.started === started ? ", in this same run." : "; an earlier run than the v2 figures: compare only runs on an equally quiet machine.") : "v1 not measured: run with `BENCH_V1_DIR` (see bench/run.ts).", "");
   return out;
 }
@@ -209,14 +226,16 @@ function splitSection(splitRuns: SplitRun[], v1: { runs: SplitRun[] } | undefine
     "## Two-process run: load generator and coordinator in separate workerd processes", "",
     "The bench Worker twice, in two wrangler sessions bound through a private dev registry: the coordinator's workerd owns the `PoolCoordinator` Durable Objects, " +
       "the load generator's `EDGEPOOL` binding names that class in the other script (`script_name`), and miniflare forwards every call (RPC and the driver sessions' streams) over workerd's debug port. " +
-      "CPU per query is each process's /proc CPU time over the run (warm-up included) divided by the queries.", "",
+      "CPU per query is each process's /proc CPU time over the run (warm-up included) divided by the queries. " +
+      "The first row is a call that does nothing, forwarded the same way: its CPU in each process is what the local forwarding costs per call (production has its own transport instead); the rest of a row's coordinator CPU is the coordinator's work.", "",
     "| version | contender | query | clients | queries/s | mean ms | load generator CPU µs/query | coordinator CPU µs/query | server connections |",
     "|---|---|---|--:|--:|--:|--:|--:|--:|",
   ];
   for (const c of cellsAll) {
     const r = c.runs;
     const errors = r.reduce((sum, x) => sum + x.errors, 0);
-    out.push(`| ${c.version} | ${c.version === "v1" ? "v1 one-shot (`createPool` per loop)" : LABEL[c.contender]} | ${c.query} | ${c.concurrency} | ${spread(r.map((x) => x.qps), 0)}${errors ? ` (${errors} errors)` : ""} | ` +
+    const label = c.version === "v1" ? "v1 one-shot (`createPool` per loop)" : c.contender === "rpc-noop-remote" ? "no-op Durable Object call forwarded to the coordinator's workerd (the forwarding alone)" : LABEL[c.contender];
+    out.push(`| ${c.version} | ${label} | ${c.query} | ${c.concurrency} | ${spread(r.map((x) => x.qps), 0)}${errors ? ` (${errors} errors)` : ""} | ` +
       `${spread(r.map((x) => x.latency.mean), 3)} | ${spread(r.map((x) => x.loadCpuUsPerQuery), 0)} | ${spread(r.map((x) => x.coordinatorCpuUsPerQuery), 0)} | ${Math.max(...r.map((x) => x.serverConnections))} |`);
   }
   out.push("");
@@ -245,7 +264,7 @@ function ceiling(all: Cell[]): string[] {
 export function markdown(report: {
   started: string; durationSeconds: number; command: string; config: Config; machine: Record<string, unknown> & Machine;
   workerdRssIdleMiB: number; workerdHeapIdleMiB: number; skipped: Record<string, string>; runs: Run[]; contextRuns: Run[];
-  splitRuns: SplitRun[]; v1?: { started: string; command: string; commit: string; runs: SplitRun[] };
+  splitRuns: SplitRun[]; v1?: V1;
 }): string {
   const { config } = report;
   const all = cells(report.runs);

@@ -289,8 +289,11 @@ export async function pgbenchRun(config: Timing, bin: string, db: URL, sampler: 
 export interface SplitRun {
   /** Which coordinator: today's (v2) or the v1 checkout's. */
   version: "v2" | "v1";
-  /** For v1, the bench Worker's `oneshot` (a long-lived `createPool` per loop, as v1's bench had it). */
-  contender: Contender;
+  /**
+   * For v1, the bench Worker's `oneshot` (a long-lived `createPool` per loop, as v1's bench had it).
+   * `rpc-noop-remote`: a no-op Durable Object call into the coordinator's workerd, what the forwarding itself costs.
+   */
+  contender: Contender | "rpc-noop-remote";
   query: QueryName;
   concurrency: number;
   rep: number;
@@ -307,7 +310,7 @@ export interface SplitRun {
 
 export async function splitRun(
   config: Timing, split: { load: Workerd; coordinator: Workerd }, sampler: Sampler, version: "v2" | "v1",
-  contender: Contender, tenant: string, query: QueryName, concurrency: number, rep: number,
+  contender: Contender | "rpc-noop-remote", tenant: string, query: QueryName, concurrency: number, rep: number,
 ): Promise<SplitRun> {
   const request: RunRequest = {
     contender: version === "v1" ? "oneshot" : (contender as WorkerContender),

@@ -174,12 +174,15 @@ export async function startSplit(
     ...common(coordName),
     "[[durable_objects.bindings]]", `name = "EDGEPOOL"`, `class_name = "PoolCoordinator"`,
     "[[durable_objects.bindings]]", `name = "BENCH_ECHO"`, `class_name = "BenchEcho"`,
+    "[[durable_objects.bindings]]", `name = "BENCH_ECHO_REMOTE"`, `class_name = "BenchEcho"`,
     "[[migrations]]", `tag = "v1"`, `new_sqlite_classes = ["PoolCoordinator", "BenchEcho"]`, "",
   ].join("\n"));
   writeFileSync(join(dir, "load.toml"), [
     ...common(`edgepool-bench-${label}-load`),
     "[[durable_objects.bindings]]", `name = "EDGEPOOL"`, `class_name = "PoolCoordinator"`, `script_name = "${coordName}"`,
     "[[durable_objects.bindings]]", `name = "BENCH_ECHO"`, `class_name = "BenchEcho"`,
+    // For the forwarding's own cost: a no-op object in the coordinator's workerd.
+    "[[durable_objects.bindings]]", `name = "BENCH_ECHO_REMOTE"`, `class_name = "BenchEcho"`, `script_name = "${coordName}"`,
     "[[migrations]]", `tag = "v1"`, `new_sqlite_classes = ["BenchEcho"]`, "",
   ].join("\n"));
   const coordinator = await startWorkerd(join(dir, "coordinator.toml"), databaseUrl, config, facts, { registry, label: `${label} coordinator` });
