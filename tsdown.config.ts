@@ -5,6 +5,13 @@ import { defineConfig } from "tsdown";
  * package.json `exports`. Dependencies stay imports (npm installs them); the
  * runtime's own modules (`cloudflare:*`, `node:*`) are never bundled. Tests,
  * `npm run dev` and wrangler.toml keep running on the sources.
+ *
+ * One build serves every runtime (Workers with nodejs_compat, Node >= 22, Deno, Bun): the client
+ * uses only what all of them provide, so package.json has no runtime-specific export conditions.
+ *
+ * `edgepool proxy` (issue 10), when it lands: a second config in this array for its file with
+ * `platform: "node"` (tsdown keeps the `#!/usr/bin/env node` line), and
+ * `"bin": { "edgepool": "./dist/<name>.js" }` in package.json; test/package checks the tarball.
  */
 export default defineConfig({
   entry: { index: "src/index.ts", worker: "worker/index.ts" },
