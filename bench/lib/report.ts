@@ -156,7 +156,7 @@ function targets(all: Cell[], config: Config, splitRuns: SplitRun[], v1: V1 | un
   out.push("### CPU per request: built-in client vs a postgres.js instance through edgepool, both new per request (target ≤ 0.25×)", "",
     "| query | where the CPU is counted | clients | built-in µs/request | postgres.js µs/request | ratio | |", "|---|---|--:|--:|--:|--:|---|");
   const split = splitCells(splitRuns);
-  const splitOf = (version: "v2" | "v1", c: Contender, q: QueryName, n: number) => split.find((x) => x.version === version && x.contender === c && x.query === q && x.concurrency === n);
+  const splitOf = (version: "v2" | "v1", c: SplitRun["contender"], q: QueryName, n: number) => split.find((x) => x.version === version && x.contender === c && x.query === q && x.concurrency === n);
   for (const query of config.queries) {
     for (const n of config.splitConcurrency) {
       const b = med2(splitOf("v2", "builtin-req", query, n), (r) => r.loadCpuUsPerQuery);
