@@ -3,7 +3,7 @@
 // Deno and Bun against a coordinator Worker built from the installed package; from a Worker that
 // hosts the Durable Object itself; from a Worker bound to the separate coordinator Worker; and
 // under tsc with moduleResolution bundler and node16. The Workers' wrangler.toml files are the
-// snippets docs/install.md shows.
+// snippets README.md shows.
 import { spawn } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
@@ -131,8 +131,8 @@ describe("npm install edgepool (the packed tarball) in a fresh project", () => {
     for (const result of results) expect(result.code, result.stdout).toBe(0);
   });
 
-  it("docs/install.md shows these wrangler.toml files, and the Worker hosting the Durable Object, as they are", () => {
-    const docs = readFileSync(join(repo, "docs/install.md"), "utf8");
+  it("README.md shows these wrangler.toml files, and the Worker hosting the Durable Object, as they are", () => {
+    const docs = readFileSync(join(repo, "README.md"), "utf8");
     const consumer = (file: string) => readFileSync(join(repo, "test/package/consumer", file), "utf8");
     for (const config of ["wrangler.toml", "wrangler.coordinator.toml", "wrangler.app.toml"]) expect(docs).toContain(consumer(config).trim());
     // Without its first line, a comment that points at the docs.

@@ -1,4 +1,4 @@
-// A Worker bound to the separate coordinator Worker's PoolService: docs/install.md, "As a separate coordinator Worker".
+// A Worker bound to the separate coordinator Worker's PoolService: README.md, "As a separate coordinator Worker".
 import { createPool, DatabaseError } from "edgepool";
 import type { PoolService } from "edgepool/worker";
 

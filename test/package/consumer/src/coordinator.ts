@@ -1,2 +1,2 @@
-// The coordinator Worker, deployed on its own (docs/install.md): everything comes from the package.
+// The coordinator Worker, deployed on its own (README.md): everything comes from the package.
 export { default, PoolCoordinator, PoolService } from "edgepool/worker";

@@ -1,4 +1,4 @@
-// A Worker that hosts the pool's Durable Object itself: docs/install.md, "In your own Worker".
+// A Worker that hosts the pool's Durable Object itself: README.md, "In your own Worker".
 import { createPool } from "edgepool";
 import type { PoolCoordinator } from "edgepool/worker";
 export { PoolCoordinator } from "edgepool/worker";
