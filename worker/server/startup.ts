@@ -84,7 +84,7 @@ export async function openSocket(connector: Connector, config: ServerConfig, sig
     socket = socket.startTls({ expectedServerHostname: config.host });
     socket.closed.catch(() => {});
     await socket.opened.catch((error) => {
-      throw new StartupError(`TLS handshake failed: ${reason(error)}`);
+      throw new StartupError(tlsFailure(error, config));
     });
     writer = socket.writable.getWriter();
     reader = socket.readable.getReader();
@@ -110,7 +110,7 @@ export async function startup(connector: Connector, config: ServerConfig, option
     abort();
     if (signal?.aborted) throw new StartupError("the connection attempt was aborted");
     // Over TLS, a failure before the server's first byte is the handshake's: a socket may report it only on first use.
-    if (open.tls && !messages.received) throw new StartupError(`TLS handshake failed: ${reason(error)}`);
+    if (open.tls && !messages.received) throw new StartupError(tlsFailure(error, config));
     if (error instanceof StartupError) throw error;
     throw new StartupError(reason(error));
   } finally {
@@ -197,6 +197,17 @@ async function readSome(reader: ReadableStreamDefaultReader<Uint8Array>): Promis
     if (done) return undefined;
     if (value.length > 0) return value;
   }
+}
+
+/**
+ * Why the TLS handshake failed. workerd hands JavaScript only "internal error; reference = <id>"
+ * and logs the cause under that id (an unknown CA: "invalid peer certificate: UnknownIssuer"):
+ * name what it most often is, since the user never sees workerd's log.
+ */
+function tlsFailure(error: unknown, config: ServerConfig): string {
+  const cause = reason(error);
+  if (!/^internal error\b/.test(cause)) return `TLS handshake failed: ${cause}`;
+  return `TLS handshake failed: the server's certificate was not accepted (not signed by a CA the runtime trusts, or not valid for host "${config.host}"; workerd logs the cause under its ${cause})`;
 }
 
 /** A socket error's own words (the TLS failure text, `ECONNREFUSED`, ...). */
