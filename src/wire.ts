@@ -1,8 +1,10 @@
 import type { Duplex } from "node:stream";
 import { PoolError } from "./errors.ts";
+import { showValue } from "./show.ts";
 import { wireTarget, type PoolTarget } from "./pool.ts";
 import type { WireMode, WireTarget } from "./protocol.ts";
 import { WireSocket } from "./socket.ts";
+import { openTunnel } from "./websocket.ts";
 
 /**
  * The driver front door (design §2): a socket tunnelled to a tenant's
@@ -14,12 +16,12 @@ export interface WireOptions {
   tenant: string;
   /** `transaction` (default): a server connection per transaction; `session`: one for the whole session (LISTEN, session state). */
   mode?: WireMode;
+  /** A client token for this tenant: required when the target is the coordinator's URL (a WebSocket per session). */
+  token?: string;
 }
 
 /** Bytes the client may queue towards the coordinator before `write()` returns false. */
 const INBOUND_HIGH_WATER_BYTES = 64 * 1024;
-
-const WIRE_KEYS = new Set(["tenant", "mode"]);
 
 /** Keys that would take a driver off the tunnel (or onto TLS it cannot do over it). */
 const TUNNEL_KEYS: Record<"postgres" | "pg", ReadonlySet<string>> = {
@@ -32,7 +34,7 @@ const POOL_KEYS = new Set([
   "maxConnections", "minConnections", "initialConnections", "minIdle", "maxIdle", "acquireTimeoutMs",
   "maxWaiters", "idleTimeoutMs", "maxLifetimeMs", "maxUses", "reuseCooldownMs", "leaseTimeoutMs",
   "connectTimeoutMs", "maxConcurrentConnects", "resetQuery", "validateAfterIdleMs", "queryTimeoutMs",
-  "maxPreparedStatements", "token",
+  "maxPreparedStatements",
 ]);
 
 /**
@@ -41,11 +43,12 @@ const POOL_KEYS = new Set([
  * before the coordinator answers are kept and sent in order.
  */
 export function connect(target: PoolTarget | WireTarget, options: WireOptions): WireSocket {
-  const { tenant, mode } = checkWire(options, (key) => `option "${key}" is not a connect() option (known: tenant, mode)`);
-  return open(target, tenant, mode);
+  const { tenant, mode, token } = checkWire(target, options, (key) => `option "${key}" is not a connect() option (known: tenant, mode, token)`);
+  return open(target, tenant, mode, token);
 }
 
-function open(target: PoolTarget | WireTarget, tenant: string, mode: WireMode): WireSocket {
+function open(target: PoolTarget | WireTarget, tenant: string, mode: WireMode, token: string | undefined): WireSocket {
+  if (typeof target === "string") return new WireSocket(openTunnel(target, { tenant, mode, token }));
   const inbound = new TransformStream<Uint8Array, Uint8Array>(undefined, new ByteLengthQueuingStrategy({ highWaterMark: INBOUND_HIGH_WATER_BYTES }));
   const outbound = wireTarget(target, tenant).wire(tenant, { mode }, inbound.readable);
   return new WireSocket(outbound.then((readable) => ({ readable, writable: inbound.writable })));
@@ -58,7 +61,7 @@ function open(target: PoolTarget | WireTarget, tenant: string, mode: WireMode): 
  * tunnel (`socket`, `host`, `port`, `path`, `ssl`), rejected with `INVALID_OPTION`.
  */
 export function postgresOptions<T extends object = {}>(target: PoolTarget | WireTarget, options: WireOptions & T) {
-  const { tenant, mode, rest } = checkDriver(options, "postgres");
+  const { tenant, mode, token, rest } = checkDriver(target, options, "postgres");
   return {
     // One connection per request: the request is one executor of the pool (design §3's sizing), and postgres.js pipelines on it.
     max: 1,
@@ -72,7 +75,7 @@ export function postgresOptions<T extends object = {}>(target: PoolTarget | Wire
     user: "edgepool",
     database: tenant,
     ...rest,
-    socket: () => open(target, tenant, mode),
+    socket: () => open(target, tenant, mode, token),
     ssl: false as const,
   } as Omit<T, keyof WireOptions> & {
     max: number; idle_timeout: number; max_lifetime: number; fetch_types: boolean; user: string; database: string;
@@ -87,7 +90,7 @@ export function postgresOptions<T extends object = {}>(target: PoolTarget | Wire
  * (`stream`, `host`, `port`, `connectionString`, `ssl`).
  */
 export function pgOptions<T extends object = {}>(target: PoolTarget | WireTarget, options: WireOptions & T) {
-  const { tenant, mode, rest } = checkDriver(options, "pg");
+  const { tenant, mode, token, rest } = checkDriver(target, options, "pg");
   return {
     // One connection per request, as for postgres.js (pg.Pool only; pg.Client ignores it).
     max: 1,
@@ -96,26 +99,32 @@ export function pgOptions<T extends object = {}>(target: PoolTarget | WireTarget
     database: tenant,
     ...rest,
     // pg 8.23 calls a function `stream` once per connection; typed as pg's Duplex, which WireSocket stands in for.
-    stream: (() => open(target, tenant, mode)) as unknown as () => Duplex,
+    stream: (() => open(target, tenant, mode, token)) as unknown as () => Duplex,
     ssl: false as const,
   } as Omit<T, keyof WireOptions> & {
     max: number; idleTimeoutMillis: number; user: string; database: string; stream: () => Duplex; ssl: false;
   };
 }
 
-function checkWire(options: Partial<WireOptions> & object, unknownKey: (key: string) => string | undefined): { tenant: string; mode: WireMode; rest: Record<string, unknown> } {
-  const { tenant, mode = "transaction", ...rest } = options as WireOptions & Record<string, unknown>;
+function checkWire(target: PoolTarget | WireTarget, options: Partial<WireOptions> & object, unknownKey: (key: string) => string | undefined): { tenant: string; mode: WireMode; token: string | undefined; rest: Record<string, unknown> } {
+  const { tenant, mode = "transaction", token, ...rest } = options as WireOptions & Record<string, unknown>;
   if (typeof tenant !== "string" || tenant === "") throw new PoolError("INVALID_OPTION", String(tenant ?? ""), `option "tenant" must be a non-empty string`);
   if (mode !== "transaction" && mode !== "session") throw new PoolError("INVALID_OPTION", tenant, `option "mode" must be "transaction" or "session"`);
+  if (typeof target === "string") {
+    if (!/^https?:\/\//.test(target) || !URL.canParse(target)) throw new PoolError("INVALID_OPTION", tenant, `target ${showValue("target", target)} must be the coordinator's http(s) URL`);
+    if (typeof token !== "string" || token === "") throw new PoolError("INVALID_OPTION", tenant, `option "token" is required for a remote target (POST /v1/tenants/${tenant}/tokens issues one)`);
+  } else if (token !== undefined) {
+    throw new PoolError("INVALID_OPTION", tenant, `option "token" is for a remote (URL) target only: a binding is its own credential`);
+  }
   for (const key of Object.keys(rest)) {
     const problem = unknownKey(key);
     if (problem) throw new PoolError("INVALID_OPTION", tenant, problem);
   }
-  return { tenant, mode, rest };
+  return { tenant, mode, token, rest };
 }
 
-function checkDriver(options: WireOptions & object, driver: "postgres" | "pg") {
-  const checked = checkWire(options, (key) => {
+function checkDriver(target: PoolTarget | WireTarget, options: WireOptions & object, driver: "postgres" | "pg") {
+  const checked = checkWire(target, options, (key) => {
     if (POOL_KEYS.has(key)) return `option "${key}" is a pool option: set it on the tenant, not on a driver`;
     if (TUNNEL_KEYS[driver].has(key)) return `option "${key}" cannot be set: the ${driver} driver talks to tenant "${options.tenant}" through edgepool's socket`;
     return undefined;

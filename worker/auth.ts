@@ -72,3 +72,17 @@ function fromBase64url(text: string): Uint8Array {
   const binary = atob(text.replace(/-/g, "+").replace(/_/g, "/"));
   return Uint8Array.from(binary, (c) => c.charCodeAt(0));
 }
+
+/** The key client tokens are signed with: `EDGEPOOL_TOKEN_SECRET`, else the admin token. */
+export function tokenSecret(env: { EDGEPOOL_TOKEN_SECRET?: string; EDGEPOOL_ADMIN_TOKEN?: string }, tenant: string): string {
+  const secret = env.EDGEPOOL_TOKEN_SECRET ?? env.EDGEPOOL_ADMIN_TOKEN;
+  if (typeof secret !== "string" || secret === "") {
+    throw new PoolError("UNAUTHORIZED", tenant, "remote access is off: set the EDGEPOOL_ADMIN_TOKEN secret");
+  }
+  return secret;
+}
+
+/** Whether a URL's host is this machine: the only place a token may travel as a password over plain HTTP. */
+export function isLoopback(url: URL): boolean {
+  return url.hostname === "localhost" || url.hostname === "[::1]" || /^127(?:\.\d{1,3}){3}$/.test(url.hostname);
+}

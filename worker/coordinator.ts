@@ -2,6 +2,8 @@ import { connect } from "cloudflare:sockets";
 import { DurableObject } from "cloudflare:workers";
 import { PoolError } from "../src/errors.ts";
 import type { Acquired, CallOptions, CoordinatorApi, Reply, WireMode } from "../src/protocol.ts";
+import { tokenSecret, verifyToken } from "./auth.ts";
+import { bridge } from "./connect.ts";
 import type { Env } from "./env.ts";
 import { FrontDoor, type FrontStats } from "./front.ts";
 import { LeaseTarget } from "./lease-target.ts";
@@ -88,12 +90,38 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
   }
 
   /**
-   * The remote (Cap'n Web) endpoint: HTTP batch for one-shot queries, a
-   * WebSocket session for leases. The coordinator Worker has checked the token
-   * and names the tenant in `X-Edgepool-Tenant`.
+   * What the coordinator Worker forwards, once it checked the token and named
+   * the tenant in `X-Edgepool-Tenant`: the remote tunnel (`/connect`, a
+   * WebSocket per client session) or the Cap'n Web endpoint (HTTP batch for
+   * one-shot queries, a WebSocket session for leases).
    */
   override async fetch(request: Request): Promise<Response> {
-    return serveRemote(request, new RemoteApi(this, request.headers.get("X-Edgepool-Tenant") ?? ""));
+    const tenant = request.headers.get("X-Edgepool-Tenant") ?? "";
+    if (new URL(request.url).pathname.endsWith("/connect")) return this.tunnel(request, tenant);
+    return serveRemote(request, new RemoteApi(this, tenant));
+  }
+
+  /** Accepts a remote client's WebSocket and bridges it to a wire session; with `X-Edgepool-Auth: password` the session first checks its startup password as a client token. */
+  private tunnel(request: Request, tenant: string): Response {
+    const mode = request.headers.get("X-Edgepool-Mode") as WireMode;
+    const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
+    server.accept();
+    bridge(server, {
+      tenant,
+      mode,
+      open: (inbound) => {
+        try {
+          return this.frontFor(tenant).connect(mode, inbound);
+        } catch (error) {
+          return refuse(inbound, error, tenant);
+        }
+      },
+      checkPassword: request.headers.get("X-Edgepool-Auth") === "password"
+        ? (password) => verifyToken(tokenSecret(this.env, tenant), password, tenant, Math.floor(Date.now() / 1000))
+        : undefined,
+    });
+    const headers = request.headers.get("Sec-WebSocket-Protocol") === "edgepool" ? { "Sec-WebSocket-Protocol": "edgepool" } : undefined;
+    return new Response(null, { status: 101, webSocket: client, headers });
   }
 
   /**

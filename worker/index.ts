@@ -2,7 +2,7 @@ import { WorkerEntrypoint } from "cloudflare:workers";
 import { PoolError, toShape } from "../src/errors.ts";
 import type { CallOptions, Reply, WireMode } from "../src/protocol.ts";
 import { admin, checkAdmin, fail } from "./admin.ts";
-import { bearerToken, verifyToken } from "./auth.ts";
+import { bearerToken, isLoopback, tokenSecret, verifyToken } from "./auth.ts";
 import type { PoolCoordinator } from "./coordinator.ts";
 import type { Env } from "./env.ts";
 import { checkTenant } from "./tenant.ts";
@@ -11,7 +11,7 @@ import { refuse } from "./tunnel.ts";
 export { PoolCoordinator } from "./coordinator.ts";
 export type { Env } from "./env.ts";
 
-const TENANT_ROUTE = /^\/v1\/tenants\/([^/]+)(?:\/(tokens|rpc))?\/?$/;
+const TENANT_ROUTE = /^\/v1\/tenants\/([^/]+)(?:\/(tokens|rpc|connect))?\/?$/;
 
 /** The coordinator of a tenant: one Durable Object per tenant name. */
 export function coordinatorFor(env: Env, tenant: string): DurableObjectStub<PoolCoordinator> {
@@ -52,8 +52,9 @@ export class PoolService extends WorkerEntrypoint<Env> {
 
 /**
  * HTTP: the admin API (`/v1/tenants/:tenant`, `/v1/tenants/:tenant/tokens`)
- * behind `EDGEPOOL_ADMIN_TOKEN`, and the remote clients' Cap'n Web endpoint
- * (`/v1/tenants/:tenant/rpc`) behind a client token scoped to that tenant.
+ * behind `EDGEPOOL_ADMIN_TOKEN`; behind a client token scoped to the tenant,
+ * the remote tunnel (`GET /v1/tenants/:tenant/connect`, a WebSocket per client
+ * session) and the built-in client's Cap'n Web endpoint (`/v1/tenants/:tenant/rpc`).
  */
 const handler = {
   async fetch(request: Request, env: Env): Promise<Response> {
@@ -67,6 +68,7 @@ const handler = {
     try {
       tenant = checkTenant(decodeURIComponent(tenant));
       const coordinator = coordinatorFor(env, tenant);
+      if (match[2] === "connect") return await connectRoute(request, env, tenant, coordinator);
       if (match[2] === "rpc") {
         await verifyToken(tokenSecret(env, tenant), bearerToken(request), tenant, Math.floor(Date.now() / 1000));
         const headers = new Headers(request.headers);
@@ -85,13 +87,38 @@ const handler = {
 
 export default handler;
 
-/** The key client tokens are signed with: `EDGEPOOL_TOKEN_SECRET`, else the admin token. */
-function tokenSecret(env: Env, tenant: string): string {
-  const secret = env.EDGEPOOL_TOKEN_SECRET ?? env.EDGEPOOL_ADMIN_TOKEN;
-  if (typeof secret !== "string" || secret === "") {
-    throw new PoolError("UNAUTHORIZED", tenant, "remote access is off: set the EDGEPOOL_ADMIN_TOKEN secret");
+/**
+ * `GET /v1/tenants/:tenant/connect[?mode=session|transaction][&auth=password]`:
+ * checks the mode and the token before the upgrade, then hands the upgrade to
+ * the tenant's coordinator. With `auth=password` (for tools that can only send
+ * a password: `edgepool proxy` without a token) the session asks for the
+ * token as its startup password instead, over TLS only unless on loopback.
+ */
+async function connectRoute(request: Request, env: Env, tenant: string, coordinator: DurableObjectStub<PoolCoordinator>): Promise<Response> {
+  const url = new URL(request.url);
+  const mode = url.searchParams.get("mode") ?? "transaction";
+  if (mode !== "transaction" && mode !== "session") {
+    throw new PoolError("INVALID_OPTION", tenant, `option "mode" = ${JSON.stringify(mode.slice(0, 40))} must be "transaction" or "session"`);
   }
-  return secret;
+  const password = url.searchParams.get("auth") === "password";
+  if (!password) {
+    await verifyToken(tokenSecret(env, tenant), bearerToken(request), tenant, Math.floor(Date.now() / 1000));
+  } else if (url.protocol !== "https:" && !isLoopback(url)) {
+    throw new PoolError("UNAUTHORIZED", tenant, `tenant "${tenant}": a token as the startup password travels over https only`);
+  }
+  if (request.method !== "GET" || request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {
+    return fail(new PoolError("BAD_REQUEST", tenant, `${url.pathname} takes a WebSocket upgrade (GET with Upgrade: websocket)`), tenant, 426);
+  }
+  const headers = new Headers(request.headers);
+  headers.delete("Authorization");
+  // The token may be one of the offered subprotocols; only "edgepool" goes on (and is what the answer names).
+  const offered = request.headers.get("Sec-WebSocket-Protocol")?.split(",").map((p) => p.trim()) ?? [];
+  if (offered.includes("edgepool")) headers.set("Sec-WebSocket-Protocol", "edgepool");
+  else headers.delete("Sec-WebSocket-Protocol");
+  headers.set("X-Edgepool-Tenant", tenant);
+  headers.set("X-Edgepool-Mode", mode);
+  headers.set("X-Edgepool-Auth", password ? "password" : "token");
+  return coordinator.fetch(new Request(request, { headers }));
 }
 
 /** Calls the tenant's coordinator; a bad tenant name comes back as a `BAD_REQUEST` reply. */

@@ -144,12 +144,25 @@ describe("connect", () => {
   it("rejects unknown keys, a bad mode and a missing tenant", () => {
     const { target } = tcpTarget();
     expect(invalid(() => connect(target, { tenant: "acme", max: 1 } as never)).message).toBe(
-      'INVALID_OPTION: option "max" is not a connect() option (known: tenant, mode)',
+      'INVALID_OPTION: option "max" is not a connect() option (known: tenant, mode, token)',
     );
     expect(invalid(() => connect(target, { tenant: "acme", mode: "statement" as never })).message).toBe(
       'INVALID_OPTION: option "mode" must be "transaction" or "session"',
     );
     invalid(() => connect(target, { tenant: "" }));
     invalid(() => connect(target, {} as never));
+  });
+
+  it("a URL target needs an http(s) URL and a token; a binding target takes no token; the token is never echoed", () => {
+    const { target } = tcpTarget();
+    const token = "ep1.c2VjcmV0.c2lnbmF0dXJl";
+    expect(invalid(() => connect("https://pool.example.com", { tenant: "acme" })).message).toBe(
+      'INVALID_OPTION: option "token" is required for a remote target (POST /v1/tenants/acme/tokens issues one)',
+    );
+    expect(invalid(() => postgresOptions("ftp://pool.example.com", { tenant: "acme", token })).message).toMatch(/^INVALID_OPTION: target .* must be the coordinator's http\(s\) URL$/);
+    const binding = invalid(() => pgOptions(target, { tenant: "acme", token }));
+    expect(binding.message).toBe('INVALID_OPTION: option "token" is for a remote (URL) target only: a binding is its own credential');
+    expect(binding.message).not.toContain(token);
+    expect(postgresOptions("https://pool.example.com", { tenant: "acme", token }).socket).toBeTypeOf("function");
   });
 });

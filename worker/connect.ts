@@ -1,0 +1,190 @@
+import { PoolError } from "../src/errors.ts";
+import type { WireMode } from "../src/protocol.ts";
+import { asPoolError, toErrorResponse } from "./wire/errors.ts";
+import { CANCEL_REQUEST, FrameReader, GSSENC_REQUEST, ProtocolViolation, readInt32, SSL_REQUEST, STARTUP } from "./wire/messages.ts";
+
+/**
+ * The remote tunnel (design §2): one WebSocket per client session, its binary
+ * frames carrying the session's protocol bytes both ways. The Durable Object
+ * accepts the socket and bridges it to a wire session (`FrontDoor.connect`).
+ * No `cloudflare:*` import: the socket comes in as a parameter.
+ */
+
+/** What the bridge needs of a server-side WebSocket (workerd's, after `accept()`). */
+export interface TunnelSocket {
+  send(bytes: Uint8Array): void;
+  close(code?: number, reason?: string): void;
+  addEventListener(type: "message", listener: (event: { data: unknown }) => void): void;
+  addEventListener(type: "close" | "error", listener: () => void): void;
+  readonly bufferedAmount?: number;
+  /** workerd defaults to "blob" from the `websocket_standard_binary_type` date on. */
+  binaryType?: string;
+}
+
+/** What the bridge opens once the client may start: a wire session over two byte streams. */
+export interface ConnectDeps {
+  tenant: string;
+  mode: WireMode;
+  open(inbound: ReadableStream<Uint8Array>): ReadableStream<Uint8Array>;
+  /**
+   * Set when the client sent no token on the upgrade: the session asks for a
+   * password (AuthenticationCleartextPassword) and this checks it as a client
+   * token before the startup reaches the session. Throws `UNAUTHORIZED`.
+   */
+  checkPassword?: (password: string) => Promise<void>;
+}
+
+/** Client bytes the coordinator queues unread per session before it ends the session (a WebSocket cannot be paused). */
+export const MAX_INBOUND_QUEUED_BYTES = 32 * 1024 * 1024;
+/** Bytes waiting in the socket's send buffer before the bridge stops reading the session's answers. */
+export const OUTBOUND_HIGH_WATER_BYTES = 1024 * 1024;
+
+/** AuthenticationCleartextPassword. */
+const PASSWORD_REQUEST = new Uint8Array([0x52, 0, 0, 0, 8, 0, 0, 0, 3]);
+const PASSWORD_MESSAGE = 0x70; // p
+
+/**
+ * Bridges an accepted WebSocket to a wire session: messages go to the
+ * session's inbound stream, its answers go out with `send`, and a close on
+ * either side ends the other (an open transaction is rolled back).
+ */
+export function bridge(socket: TunnelSocket, deps: ConnectDeps): void {
+  socket.binaryType = "arraybuffer";
+  let closed = false;
+  const close = (code = 1000, reason = "") => {
+    if (closed) return;
+    closed = true;
+    try {
+      socket.close(code, reason);
+    } catch {}
+  };
+  const messages = socketStream(socket, deps.tenant, () => close(1011, "client too far ahead"));
+  const send = (bytes: Uint8Array) => {
+    if (!closed) socket.send(bytes);
+  };
+  void (async () => {
+    let inbound = messages;
+    if (deps.checkPassword) {
+      try {
+        inbound = await passwordGate(messages, send, deps.checkPassword, deps.tenant);
+      } catch (error) {
+        const refused = error instanceof ProtocolViolation ? new PoolError("BAD_REQUEST", deps.tenant, error.message) : asPoolError(error, deps.tenant);
+        send(toErrorResponse(refused, { fatal: true }).bytes);
+        void messages.cancel().catch(() => {});
+        return close(1000);
+      }
+    }
+    const reader = deps.open(inbound).getReader();
+    try {
+      for (;;) {
+        const { done, value } = await reader.read();
+        if (done || closed) break;
+        send(value);
+        await drained(socket);
+      }
+    } catch {
+      // The session's stream broke: the socket closes below.
+    } finally {
+      reader.cancel().catch(() => {});
+      close(1000);
+    }
+  })();
+}
+
+/** The socket's binary messages as a byte stream; it errors when the socket closes, which ends the session. */
+function socketStream(socket: TunnelSocket, tenant: string, overflow: () => void): ReadableStream<Uint8Array> {
+  let controller!: ReadableStreamDefaultController<Uint8Array>;
+  let done = false;
+  const stream = new ReadableStream<Uint8Array>(
+    { start: (c) => void (controller = c), cancel: () => void (done = true) },
+    new ByteLengthQueuingStrategy({ highWaterMark: MAX_INBOUND_QUEUED_BYTES }),
+  );
+  const fail = (error: Error) => {
+    if (done) return;
+    done = true;
+    controller.error(error);
+  };
+  socket.addEventListener("message", ({ data }) => {
+    if (done) return;
+    if (typeof data === "string") {
+      fail(new PoolError("BAD_REQUEST", tenant, "the tunnel carries binary frames only"));
+      return overflow();
+    }
+    controller.enqueue(data instanceof Uint8Array ? data : new Uint8Array(data as ArrayBuffer));
+    if ((controller.desiredSize ?? 0) < 0) {
+      fail(new PoolError("BAD_REQUEST", tenant, `client sent more than ${MAX_INBOUND_QUEUED_BYTES} bytes ahead of the session`));
+      overflow();
+    }
+  });
+  const gone = () => fail(new Error("client closed the tunnel"));
+  socket.addEventListener("close", gone);
+  socket.addEventListener("error", gone);
+  return stream;
+}
+
+/** Waits while the socket's send buffer is above the high-water mark (where the runtime reports it). */
+async function drained(socket: TunnelSocket): Promise<void> {
+  for (let waitMs = 1; (socket.bufferedAmount ?? 0) > OUTBOUND_HIGH_WATER_BYTES; waitMs = Math.min(waitMs * 2, 50)) {
+    await new Promise((resolve) => setTimeout(resolve, waitMs));
+  }
+}
+
+/**
+ * The startup exchange for a client whose token is its password: SSLRequest
+ * and GSSENCRequest get `N`, a CancelRequest passes as it is (its key is the
+ * credential), a StartupMessage is held until the PasswordMessage that
+ * answers AuthenticationCleartextPassword carries a valid token. Resolves with
+ * the stream the session reads: the startup, then the rest of the client's bytes.
+ */
+async function passwordGate(
+  messages: ReadableStream<Uint8Array>,
+  send: (bytes: Uint8Array) => void,
+  checkPassword: (password: string) => Promise<void>,
+  tenant: string,
+): Promise<ReadableStream<Uint8Array>> {
+  const reader = messages.getReader();
+  const frames = new FrameReader(true);
+  const ahead: Uint8Array[] = [];
+  let startup: Uint8Array | undefined;
+  for (;;) {
+    const { done, value } = await reader.read();
+    if (done) throw new PoolError("BAD_REQUEST", tenant, "the client closed before its startup");
+    const read = frames.read(value);
+    for (let i = 0; i < read.length; i++) {
+      const { type, frame } = read[i]!;
+      if (startup && ahead.length === 0 && type === PASSWORD_MESSAGE) {
+        const end = frame.indexOf(0, 5);
+        await checkPassword(new TextDecoder().decode(frame.subarray(5, end < 0 ? frame.length : end)));
+        ahead.push(startup, ...read.slice(i + 1).map((f) => f.frame));
+        if (frames.pending) throw new ProtocolViolation("a message split across the password");
+        return prepend(ahead, reader);
+      }
+      if (startup) throw new PoolError("UNAUTHORIZED", tenant, `tenant "${tenant}": expected a password message (the client token) after the startup`);
+      if (type !== STARTUP) throw new ProtocolViolation("a typed message before the startup");
+      const code = readInt32(frame, 4);
+      if (code === SSL_REQUEST || code === GSSENC_REQUEST) {
+        send(new Uint8Array([0x4e]));
+      } else if (code === CANCEL_REQUEST) {
+        ahead.push(frame, ...read.slice(i + 1).map((f) => f.frame));
+        return prepend(ahead, reader);
+      } else {
+        startup = frame;
+        send(PASSWORD_REQUEST);
+      }
+    }
+  }
+}
+
+/** `first`, then whatever `reader` still yields. */
+function prepend(first: Uint8Array[], reader: ReadableStreamDefaultReader<Uint8Array>): ReadableStream<Uint8Array> {
+  return new ReadableStream<Uint8Array>({
+    async pull(controller) {
+      const next = first.shift();
+      if (next) return controller.enqueue(next);
+      const { done, value } = await reader.read();
+      if (done) controller.close();
+      else controller.enqueue(value);
+    },
+    cancel: (reason) => reader.cancel(reason),
+  });
+}
