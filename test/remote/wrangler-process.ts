@@ -54,6 +54,14 @@ export async function startWranglerDev(options: { main: string; config: string; 
       clearTimeout(killed);
       rmSync(copy, { recursive: true, force: true });
     })());
+  // Detached, it would outlive a test process that dies before stop(): end it with that process.
+  const orphaned = () => {
+    try {
+      process.kill(-child.pid!, "SIGKILL");
+    } catch {}
+  };
+  process.once("exit", orphaned);
+  child.once("exit", () => process.off("exit", orphaned));
   const url = `http://127.0.0.1:${port}`;
   const deadline = Date.now() + 60_000;
   for (;;) {
