@@ -1,0 +1,230 @@
+// `edgepool proxy` (bin/edgepool.ts, a child process) with the real tools: psql, pgbench and
+// pg_dump from /usr/bin, through the WebSocket tunnel to the coordinator (wrangler dev), against
+// a database of the test's own on the real Postgres.
+import { spawn } from "node:child_process";
+import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { tmpdir } from "node:os";
+import { join } from "node:path";
+import postgres from "postgres";
+import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
+import { mintToken } from "../../worker/auth.ts";
+import { cleanEnv, libpqArgs, runTool, startProxyCli, type ProxyProcess } from "./cli.ts";
+import { ADMIN_TOKEN, startCoordinator } from "./coordinator.ts";
+
+const databaseUrl = inject("databaseUrl");
+const MAX_CONNECTIONS = 5;
+let coordinator: Awaited<ReturnType<typeof startCoordinator>>;
+const admin = postgres(databaseUrl, { max: 1, onnotice: () => {} });
+const suffix = crypto.randomUUID().slice(0, 8);
+/** The tenant's own database on the test server (pgbench's tables, pg_dump's source). */
+const database = `tools_${suffix}`;
+const tenant = `tools-${suffix}`;
+let token: string;
+let proxy: ProxyProcess;
+let dir: string;
+/** The tenant's database, straight (not through edgepool): what the tools' work left there. */
+let direct: postgres.Sql;
+
+const urlOf = (name: string) => {
+  const url = new URL(databaseUrl);
+  url.pathname = `/${name}`;
+  return url.toString();
+};
+
+beforeAll(async () => {
+  await admin.unsafe(`create database ${database}`);
+  coordinator = await startCoordinator(databaseUrl);
+  token = await coordinator.tenant(tenant, { maxConnections: MAX_CONNECTIONS, acquireTimeoutMs: 10_000 }, urlOf(database));
+  proxy = await startProxyCli(coordinator.url, tenant, { token });
+  dir = mkdtempSync(join(tmpdir(), "edgepool-tools-"));
+  direct = postgres(urlOf(database), { max: 1, onnotice: () => {} });
+});
+afterAll(async () => {
+  await proxy?.stop();
+  await coordinator?.stop();
+  await direct?.end();
+  for (const name of [database, `${database}_restored`]) await admin.unsafe(`drop database if exists ${name} with (force)`).catch(() => {});
+  await admin.end();
+  if (dir) rmSync(dir, { recursive: true, force: true });
+});
+
+/** The tenant's server connections as Postgres sees them. */
+async function serverConnections(): Promise<number> {
+  const [row] = await admin<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where application_name = ${`edgepool:${tenant}`}`;
+  return row!.n;
+}
+
+/** Samples the tenant's server connections every 25 ms while `work` runs; resolves with its result and the most seen. */
+async function sampling<T>(work: () => Promise<T>): Promise<{ result: T; most: number }> {
+  let most = 0;
+  let running = true;
+  const sampler = (async () => {
+    while (running) {
+      most = Math.max(most, await serverConnections());
+      await new Promise((resolve) => setTimeout(resolve, 25));
+    }
+  })();
+  try {
+    return { result: await work(), most };
+  } finally {
+    running = false;
+    await sampler;
+  }
+}
+
+const psql = (port: number, args: string[], env: Record<string, string> = {}, input?: string) =>
+  runTool("psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-At", ...libpqArgs(port, database), ...args], { env: { PGCONNECT_TIMEOUT: "10", ...env }, input });
+
+describe("psql through edgepool proxy", () => {
+  it("\\dt, a query, an error, \\copy in and out; SSLRequest answered N (sslmode=prefer goes on in plain, require is refused)", async () => {
+    const table = `psql_probe_${suffix}`;
+    const created = await psql(proxy.port, ["-c", `create table ${table} (id int primary key, name text not null)`]);
+    expect(created, created.stderr).toMatchObject({ code: 0 });
+    const listed = await psql(proxy.port, ["-c", "\\dt"]);
+    expect(listed.code, listed.stderr).toBe(0);
+    expect(listed.stdout).toContain(`public|${table}|table|`);
+    const query = await psql(proxy.port, ["-c", "select 40 + 2, current_database()"]);
+    expect(query.stdout.trim()).toBe(`42|${database}`);
+    const error = await psql(proxy.port, ["-c", "select 1/0"]);
+    expect(error.code).toBe(1);
+    expect(error.stderr).toContain("ERROR:  division by zero");
+    // The session survives an error: a script with an error in the middle goes on (no ON_ERROR_STOP).
+    const script = await runTool("psql", ["-X", "-At", ...libpqArgs(proxy.port, database)], { input: "select 1;\nselect nope;\nselect 3;\n" });
+    expect(script.stdout.trim().split("\n")).toEqual(["1", "3"]);
+    expect(script.stderr).toContain('column "nope" does not exist');
+
+    const rows = Array.from({ length: 5_000 }, (_, i) => `${i},"name ${i}, with a comma"`).join("\n") + "\n";
+    writeFileSync(join(dir, "in.csv"), rows);
+    const copyIn = await psql(proxy.port, ["-c", `\\copy ${table} from '${join(dir, "in.csv")}' csv`]);
+    expect(copyIn.code, copyIn.stderr).toBe(0);
+    const [stored] = await direct<{ n: number; last: string }[]>`select count(*)::int as n, max(name) filter (where id = 4999) as last from ${direct(table)}`;
+    expect(stored).toEqual({ n: 5_000, last: "name 4999, with a comma" });
+    const copyOut = await psql(proxy.port, ["-c", `\\copy (select * from ${table} order by id) to '${join(dir, "out.csv")}' csv`]);
+    expect(copyOut.code, copyOut.stderr).toBe(0);
+    expect(readFileSync(join(dir, "out.csv"), "utf8")).toBe(rows);
+
+    const prefer = await psql(proxy.port, ["-c", "select 1"], { PGSSLMODE: "prefer" });
+    expect(prefer.stdout.trim()).toBe("1");
+    const require = await psql(proxy.port, ["-c", "select 1"], { PGSSLMODE: "require" });
+    expect(require.code).toBe(2);
+    expect(require.stderr).toContain("server does not support SSL");
+    // The token is in no process listing the proxy makes, and in nothing it printed.
+    expect(readFileSync(`/proc/${proxy.child.pid}/cmdline`, "utf8")).not.toContain(token);
+    expect(proxy.output()).not.toContain(token);
+  });
+
+  it("the token as the startup password (proxy without EDGEPOOL_TOKEN): missing, malformed, expired and cross-tenant refused with FATAL UNAUTHORIZED; the right one works", async () => {
+    const passwordProxy = await startProxyCli(coordinator.url, tenant);
+    try {
+      const other = await coordinator.tenant(`tools-other-${suffix}`);
+      const expired = await mintToken(ADMIN_TOKEN, tenant, Math.floor(Date.now() / 1000) - 5);
+      for (const [name, password] of Object.entries({ malformed: "not-a-token", expired, crossTenant: other })) {
+        const refused = await psql(passwordProxy.port, ["-c", "select 1"], { PGPASSWORD: password });
+        expect(refused.code, name).toBe(2);
+        expect(refused.stderr, name).toMatch(/FATAL: {2}UNAUTHORIZED: tenant "tools-[^"]+": /);
+        expect(refused.stderr).not.toContain(password);
+      }
+      const missing = await psql(passwordProxy.port, ["-w", "-c", "select 1"]);
+      expect(missing.code).toBe(2);
+      expect(missing.stderr).toContain("no password supplied");
+      const ok = await psql(passwordProxy.port, ["-c", "select 'in'"], { PGPASSWORD: token });
+      expect(ok.stdout.trim(), ok.stderr).toBe("in");
+      expect(passwordProxy.output()).not.toContain(token);
+    } finally {
+      expect(await passwordProxy.stop()).toBe(0);
+    }
+  });
+
+  it("SIGTERM stops the proxy cleanly: it exits 0, its clients' tunnels close, an open transaction is rolled back and the connection returned", async () => {
+    const own = await startProxyCli(coordinator.url, tenant, { token, args: ["--mode", "session"] });
+    const table = `sigterm_probe_${suffix}`;
+    await direct.unsafe(`create table ${table} (tag text)`);
+    const client = spawn("psql", ["-X", "-At", ...libpqArgs(own.port, database)], { env: cleanEnv(), stdio: ["pipe", "pipe", "pipe"] });
+    let out = "";
+    client.stdout!.on("data", (d) => (out += d));
+    client.stdin!.write(`begin;\ninsert into ${table} values ('held');\nselect 'inside', pg_backend_pid();\n`);
+    while (!out.includes("inside")) await new Promise((resolve) => setTimeout(resolve, 20));
+    const pid = Number(out.trim().split("|")[1]);
+    const db = direct;
+    expect((await db`select state from pg_stat_activity where pid = ${pid}`)[0]).toEqual({ state: "idle in transaction" });
+    const stoppedAt = Date.now();
+    expect(await own.stop("SIGTERM")).toBe(0);
+    const stopMs = Date.now() - stoppedAt;
+    expect(own.output()).toContain("SIGTERM: closing 1 client connection(s)");
+    let idleMs = -1;
+    while (Date.now() - stoppedAt < 5_000) {
+      const [row] = await db<{ state: string }[]>`select state from pg_stat_activity where pid = ${pid}`;
+      if (row?.state === "idle") {
+        idleMs = Date.now() - stoppedAt;
+        break;
+      }
+      await new Promise((resolve) => setTimeout(resolve, 10));
+    }
+    expect(idleMs).toBeGreaterThanOrEqual(0);
+    expect(await db`select 1 from ${db(table)}`).toHaveLength(0);
+    client.stdin!.end();
+    client.kill();
+    console.log(`[proxy] SIGTERM: proxy exited in ${stopMs} ms; the backend was idle (rolled back, returned) ${idleMs} ms after the signal`);
+  });
+});
+
+describe("pgbench through edgepool proxy", () => {
+  it(`pgbench -i, then -T 10 -c 10 (TPC-B-like) and -S -M prepared -T 10 -c 10: no failed transaction, never more than maxConnections (${MAX_CONNECTIONS}) server connections`, async () => {
+    const init = await runTool("pgbench", ["-i", "-s", "1", "-q", ...libpqArgs(proxy.port, database)], { timeoutMs: 60_000 });
+    expect(init.code, init.stderr).toBe(0);
+    const [accounts] = await direct<{ n: number }[]>`select count(*)::int as n from pgbench_accounts`;
+    expect(accounts!.n).toBe(100_000);
+    const figures: string[] = [`init ${init.ms} ms`];
+    for (const [name, extra] of [["tpcb", []], ["select-only prepared", ["-S", "-M", "prepared"]]] as const) {
+      const { result: run, most } = await sampling(() => runTool("pgbench", ["-T", "10", "-c", "10", "-j", "2", ...extra, ...libpqArgs(proxy.port, database)], { timeoutMs: 60_000 }));
+      expect(run.code, `${run.stdout}\n${run.stderr}`).toBe(0);
+      const processed = Number(/number of transactions actually processed: (\d+)/.exec(run.stdout)?.[1]);
+      const failed = /number of failed transactions: (\d+)/.exec(run.stdout)?.[1];
+      const tps = Number(/tps = ([\d.]+) \(without initial connection time\)/.exec(run.stdout)?.[1]);
+      const latency = /latency average = ([\d.]+) ms/.exec(run.stdout)?.[1];
+      expect(processed).toBeGreaterThan(0);
+      expect(failed ?? "0", run.stdout).toBe("0");
+      expect(most).toBeLessThanOrEqual(MAX_CONNECTIONS);
+      figures.push(`${name}: ${processed} transactions, ${tps} tps, latency ${latency} ms, failed ${failed ?? "n/a"}, at most ${most} server connections`);
+    }
+    console.log(`[proxy] pgbench -c 10 through edgepool proxy (maxConnections ${MAX_CONNECTIONS}): ${figures.join("; ")}`);
+  }, 120_000);
+});
+
+describe("pg_dump through edgepool proxy (session mode)", () => {
+  it("pg_dump's major version against the server's: a dump restores into a fresh database with the same row counts, or pg_dump refuses the newer server by itself", async () => {
+    const session = await startProxyCli(coordinator.url, tenant, { token, args: ["--mode", "session"] });
+    try {
+      const version = Number(/(\d+)\./.exec((await runTool("pg_dump", ["--version"])).stdout)?.[1]);
+      const [server] = await admin<{ v: number }[]>`select current_setting('server_version_num')::int / 10000 as v`;
+      const file = join(dir, "dump.sql");
+      const dump = await runTool("pg_dump", ["-f", file, ...libpqArgs(session.port, database)], { timeoutMs: 60_000 });
+      if (version < server!.v) {
+        // pg_dump refuses a newer server before dumping anything (it read the server's version through the tunnel).
+        console.log(`[proxy] pg_dump ${version} cannot dump a Postgres ${server!.v} server: ${dump.stderr.trim()}`);
+        expect(dump.code).toBe(1);
+        expect(dump.stderr).toContain(`server version: ${server!.v}`);
+        expect(dump.stderr).toContain(`pg_dump version: ${version}`);
+        return;
+      }
+      expect(dump.code, dump.stderr).toBe(0);
+      await admin.unsafe(`create database ${database}_restored`);
+      const restore = await runTool("psql", ["-X", "-q", "-v", "ON_ERROR_STOP=1", "-f", file, urlOf(`${database}_restored`)], { timeoutMs: 60_000 });
+      expect(restore.code, restore.stderr).toBe(0);
+      const counts = async (name: string) => {
+        const sql = postgres(urlOf(name), { max: 1, onnotice: () => {} });
+        try {
+          const tables = await sql<{ name: string }[]>`select tablename as name from pg_tables where schemaname = 'public' order by 1`;
+          return Object.fromEntries(await Promise.all(tables.map(async ({ name: t }) => [t, (await sql<{ n: number }[]>`select count(*)::int as n from ${sql(t)}`)[0]!.n])));
+        } finally {
+          await sql.end();
+        }
+      };
+      const source = await counts(database);
+      expect(Object.keys(source).length).toBeGreaterThan(0);
+      expect(await counts(`${database}_restored`)).toEqual(source);
+    } finally {
+      await session.stop();
+    }
+  });
+});
