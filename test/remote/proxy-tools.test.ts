@@ -2,7 +2,7 @@
 // pg_dump from /usr/bin, through the WebSocket tunnel to the coordinator (wrangler dev), against
 // a database of the test's own on the real Postgres.
 import { spawn } from "node:child_process";
-import { mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import { tmpdir } from "node:os";
 import { join } from "node:path";
 import postgres from "postgres";
@@ -32,6 +32,10 @@ const urlOf = (name: string) => {
 };
 
 beforeAll(async () => {
+  // The real tools are the point of this file: fail loudly without them (Debian: apt-get install postgresql-client, which has pgbench too).
+  for (const tool of ["psql", "pgbench", "pg_dump"]) {
+    if (!existsSync(`/usr/bin/${tool}`)) throw new Error(`${tool} is not installed (/usr/bin/${tool}): the proxy tests run the real tools`);
+  }
   await admin.unsafe(`create database ${database}`);
   coordinator = await startCoordinator(databaseUrl);
   token = await coordinator.tenant(tenant, { maxConnections: MAX_CONNECTIONS, acquireTimeoutMs: 10_000 }, urlOf(database));
