@@ -32,7 +32,7 @@ const urlOf = (name: string) => {
 };
 
 beforeAll(async () => {
-  // The real tools are the point of this file: fail loudly without them (Debian: apt-get install postgresql-client, which has pgbench too).
+  // The real tools are the point of this file: fail loudly without them (Debian 12: postgresql-client has psql and pg_dump, postgresql-15 has pgbench).
   for (const tool of ["psql", "pgbench", "pg_dump"]) {
     if (!existsSync(`/usr/bin/${tool}`)) throw new Error(`${tool} is not installed (/usr/bin/${tool}): the proxy tests run the real tools`);
   }
