@@ -36,6 +36,21 @@ export async function serverCount(sql: postgres.Sql, tenant: string): Promise<nu
   return (await serverPids(sql, tenant)).length;
 }
 
+/** Runs `work` while sampling the tenant's backend count on the server (through `sql`); answers both. */
+export async function sampled<T>(sql: postgres.Sql, tenant: string, work: () => Promise<T>): Promise<{ value: T; samples: number[] }> {
+  let running = true;
+  const samples: number[] = [];
+  const done = (async () => {
+    while (running) samples.push(await serverCount(sql, tenant));
+  })();
+  try {
+    return { value: await work(), samples };
+  } finally {
+    running = false;
+    await done;
+  }
+}
+
 /** The backend pid a one-shot query of this pool runs on. */
 export async function pidOf(db: PoolClient): Promise<number> {
   const [row] = await db.sql<{ pid: number }>`select pg_backend_pid() as pid`;

@@ -6,33 +6,18 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createPost, createUser, ensureSchema, postsWithAuthors, publishWithDraft, registerAuthor } from "../../examples/drizzle/blog.ts";
 import { openNodePg, openPostgresJs, type Opened } from "../../examples/drizzle/index.ts";
 import type { PoolTarget } from "../../src/index.ts";
-import { configure, observer, serverCount, tenantName, testEnv } from "./helpers.ts";
+import { configure, observer, sampled, tenantName, testEnv } from "./helpers.ts";
 
 const sql = observer();
 afterAll(() => sql.end());
 
 const MAX_CONNECTIONS = 2;
 
-/** Runs `work` while sampling the tenant's backend count on the server; answers both. */
-async function sampled<T>(tenant: string, work: () => Promise<T>): Promise<{ value: T; samples: number[] }> {
-  let running = true;
-  const samples: number[] = [];
-  const done = (async () => {
-    while (running) samples.push(await serverCount(sql, tenant));
-  })();
-  try {
-    return { value: await work(), samples };
-  } finally {
-    running = false;
-    await done;
-  }
-}
-
 /** Runs `body` with a Drizzle instance on a fresh tenant, sampling the tenant's server connections throughout. */
 async function withDb<T>(open: (target: PoolTarget, tenant: string) => Opened, body: (db: Opened["db"], tag: string) => Promise<T>) {
   const tenant = tenantName("orm-drizzle");
   await configure(tenant, { maxConnections: MAX_CONNECTIONS });
-  const { value, samples } = await sampled(tenant, async () => {
+  const { value, samples } = await sampled(sql, tenant, async () => {
     const { db, end } = open(testEnv.EDGEPOOL, tenant);
     try {
       return await body(db, tenant);
@@ -125,7 +110,7 @@ describe.each([
   it(`8 request-scoped instances at once never hold more than ${MAX_CONNECTIONS} server connections, and each sees its own rows`, async () => {
     const tenant = tenantName("orm-drizzle-many");
     await configure(tenant, { maxConnections: MAX_CONNECTIONS, acquireTimeoutMs: 20_000 });
-    const { value: results, samples } = await sampled(tenant, () =>
+    const { value: results, samples } = await sampled(sql, tenant, () =>
       Promise.all(
         Array.from({ length: 8 }, async (_, n) => {
           const { db, end } = open(testEnv.EDGEPOOL, tenant);

@@ -6,33 +6,18 @@ import type { Kysely } from "kysely";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { accountsOf, ensureSchema, openAccount, transfer, type Database } from "../../examples/kysely/bank.ts";
 import { openKysely } from "../../examples/kysely/index.ts";
-import { configure, observer, serverCount, tenantName, testEnv } from "./helpers.ts";
+import { configure, observer, sampled, tenantName, testEnv } from "./helpers.ts";
 
 const sql = observer();
 afterAll(() => sql.end());
 
 const MAX_CONNECTIONS = 2;
 
-/** Runs `work` while sampling the tenant's backend count on the server; answers both. */
-async function sampled<T>(tenant: string, work: () => Promise<T>): Promise<{ value: T; samples: number[] }> {
-  let running = true;
-  const samples: number[] = [];
-  const done = (async () => {
-    while (running) samples.push(await serverCount(sql, tenant));
-  })();
-  try {
-    return { value: await work(), samples };
-  } finally {
-    running = false;
-    await done;
-  }
-}
-
 /** Runs `body` with a Kysely instance on a fresh tenant, sampling the tenant's server connections throughout. */
 async function withKysely<T>(body: (db: Kysely<Database>, tag: string) => Promise<T>) {
   const tenant = tenantName("orm-kysely");
   await configure(tenant, { maxConnections: MAX_CONNECTIONS });
-  const { value, samples } = await sampled(tenant, async () => {
+  const { value, samples } = await sampled(sql, tenant, async () => {
     const db = openKysely(testEnv.EDGEPOOL, tenant);
     try {
       return await body(db, tenant);
@@ -107,7 +92,7 @@ describe("Kysely with PostgresDialect through edgepool", () => {
     const b = await openAccount(setup, `ring b ${tenant}`, 1_000);
     await setup.destroy();
     // Opposite directions at once: the transfer's row locks (in id order) keep them from deadlocking.
-    const { samples } = await sampled(tenant, () =>
+    const { samples } = await sampled(sql, tenant, () =>
       Promise.all(
         Array.from({ length: 8 }, async (_, n) => {
           const db = openKysely(testEnv.EDGEPOOL, tenant);

@@ -6,33 +6,18 @@ import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { openPrisma } from "../../examples/prisma/index.ts";
 import { addNotes, createNote, EmptyNote, ensureSchema, notesBy } from "../../examples/prisma/notes.ts";
 import type { PrismaClient } from "../../examples/prisma/generated/client.ts";
-import { configure, observer, serverCount, tenantName, testEnv } from "./helpers.ts";
+import { configure, observer, sampled, tenantName, testEnv } from "./helpers.ts";
 
 const sql = observer();
 afterAll(() => sql.end());
 
 const MAX_CONNECTIONS = 2;
 
-/** Runs `work` while sampling the tenant's backend count on the server; answers both. */
-async function sampled<T>(tenant: string, work: () => Promise<T>): Promise<{ value: T; samples: number[] }> {
-  let running = true;
-  const samples: number[] = [];
-  const done = (async () => {
-    while (running) samples.push(await serverCount(sql, tenant));
-  })();
-  try {
-    return { value: await work(), samples };
-  } finally {
-    running = false;
-    await done;
-  }
-}
-
 /** Runs `body` with a Prisma client on a fresh tenant, sampling the tenant's server connections throughout. */
 async function withPrisma<T>(body: (prisma: PrismaClient, tag: string) => Promise<T>) {
   const tenant = tenantName("orm-prisma");
   await configure(tenant, { maxConnections: MAX_CONNECTIONS });
-  const { value, samples } = await sampled(tenant, async () => {
+  const { value, samples } = await sampled(sql, tenant, async () => {
     const prisma = openPrisma(testEnv.EDGEPOOL, tenant);
     try {
       return await body(prisma, tenant);
@@ -92,7 +77,7 @@ describe("Prisma with @prisma/adapter-pg through edgepool", () => {
   it(`8 request-scoped clients at once never hold more than ${MAX_CONNECTIONS} server connections, and each commits its own notes`, async () => {
     const tenant = tenantName("orm-prisma-many");
     await configure(tenant, { maxConnections: MAX_CONNECTIONS, acquireTimeoutMs: 20_000 });
-    const { samples } = await sampled(tenant, () =>
+    const { samples } = await sampled(sql, tenant, () =>
       Promise.all(
         Array.from({ length: 8 }, async (_, n) => {
           const prisma = openPrisma(testEnv.EDGEPOOL, tenant);
