@@ -8,7 +8,7 @@ import { afterAll, beforeAll, describe, expect, inject, test } from "vitest";
 import type { Receiver } from "../../worker/wire/backend.ts";
 import { parseServerUrl, type ServerConfig, type SslMode } from "../../worker/server/config.ts";
 import { ServerConnection } from "../../worker/server/connection.ts";
-import { Query } from "../../worker/server/messages.ts";
+import { query } from "../../worker/wire/messages.ts";
 import type { ByteSocket, Connector } from "../../worker/server/socket.ts";
 import { freePort, startEmbeddedPostgres, type EmbeddedPostgresHandle } from "../setup/embedded.ts";
 import { nodeConnector } from "../support/node-socket.ts";
@@ -235,7 +235,7 @@ describe("a connection's life", () => {
         flush: () => {},
         closed: reject,
       });
-      void connection.write(Query("set application_name = 'renamed'"));
+      void connection.write(query("set application_name = 'renamed'"));
     });
     connection.receive(undefined);
     expect(types).toEqual(["C", "S", "Z"]);
@@ -337,14 +337,14 @@ describe("framing", () => {
   test("a 5 MB result reaches the receiver intact: many rows and one 5 MB row split across reads", async () => {
     const connection = await open(nodeConnector(), superuser(plain.url, "disable"));
     const many = collector(connection);
-    await connection.write(Query("select i, repeat(md5(i::text), 1000) from generate_series(1, 160) i"));
+    await connection.write(query("select i, repeat(md5(i::text), 1000) from generate_series(1, 160) i"));
     await many.done;
     const rows = many.frames.filter((f) => f[0] === 0x44).map(dataRowText);
     expect(rows).toHaveLength(160);
     rows.forEach(([i, value]) => expect(value).toBe(createHash("md5").update(i!).digest("hex").repeat(1000)));
 
     const one = collector(connection);
-    await connection.write(Query("select repeat('ab', 2621440)"));
+    await connection.write(query("select repeat('ab', 2621440)"));
     await one.done;
     connection.receive(undefined);
     const [[big]] = one.frames.filter((f) => f[0] === 0x44).map(dataRowText);

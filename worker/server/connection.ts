@@ -1,6 +1,7 @@
 import type { Backend, Receiver } from "../wire/backend.ts";
 import type { ServerConfig } from "./config.ts";
-import { BackendType, CancelRequest, CommandComplete, CopyFail, DataRow, int32, ParameterStatus, Query, ServerError, Terminate } from "./messages.ts";
+import { parseCommandComplete, query, readInt32 } from "../wire/messages.ts";
+import { BackendType, CancelRequest, CopyFail, DataRow, ParameterStatus, ServerError, Terminate } from "./messages.ts";
 import type { Connector } from "./socket.ts";
 import { openSocket, startup, type Startup, type StartupOptions } from "./startup.ts";
 
@@ -108,7 +109,7 @@ export class ServerConnection implements Backend {
     if (this.endedBy) return Promise.reject(this.endedBy);
     return new Promise((resolve, reject) => {
       this.queries.push(new SimpleQuery(resolve, reject, (bytes) => void this.write(bytes).catch(() => {})));
-      this.write(Query(text)).catch((error) => this.end(error));
+      this.write(query(text)).catch((error) => this.end(error));
     });
   }
 
@@ -169,7 +170,7 @@ export class ServerConnection implements Backend {
         this.partialFilled = left;
         return;
       }
-      const size = 1 + int32(chunk, at + 1);
+      const size = 1 + readInt32(chunk, at + 1);
       if (size < 5) throw new Error(`the server sent a malformed message (type ${chunk[at]}, length ${size - 1})`);
       if (size > left) {
         this.partial = new Uint8Array(size);
@@ -193,7 +194,7 @@ export class ServerConnection implements Backend {
       this.partialFilled += take;
       at = take;
       if (this.partialFilled < 5) return at;
-      const size = 1 + int32(partial, 1);
+      const size = 1 + readInt32(partial, 1);
       if (size < 5) throw new Error(`the server sent a malformed message (type ${partial[0]}, length ${size - 1})`);
       const sized = new Uint8Array(size);
       sized.set(partial);
@@ -297,7 +298,7 @@ class SimpleQuery {
         this.rows.push(DataRow(frame));
         break;
       case BackendType.CommandComplete:
-        this.results.push({ command: CommandComplete(frame), rows: this.rows });
+        this.results.push({ command: parseCommandComplete(frame), rows: this.rows });
         this.rows = [];
         break;
       case BackendType.EmptyQueryResponse:

@@ -1,37 +1,18 @@
 /**
- * The protocol messages a server connection writes and the few backend
- * messages it reads itself (startup, its own queries, errors). Frames are
- * whole messages: type byte, Int32 length, body.
+ * The protocol messages only a server connection writes (authentication,
+ * cancel, terminate) and the few backend messages it reads itself (startup,
+ * its own queries, errors). Framing primitives and the messages a wire
+ * session shares (StartupMessage, Query, ErrorResponse fields) come from
+ * worker/wire/messages.ts. Frames are whole messages: type byte, Int32
+ * length, body.
  */
+import { parseFields, readInt32 } from "../wire/messages.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
 
-/** Request codes sent in place of a protocol version. */
-const SSL_REQUEST_CODE = 80877103;
+/** Request code sent in place of a protocol version. */
 const CANCEL_REQUEST_CODE = 80877102;
-const PROTOCOL_3_0 = 196608;
-
-/** SSLRequest: asks the server to switch to TLS; it answers one byte, `S` or `N`. */
-export function SSLRequest(): Uint8Array {
-  const out = new Uint8Array(8);
-  const view = new DataView(out.buffer);
-  view.setInt32(0, 8);
-  view.setInt32(4, SSL_REQUEST_CODE);
-  return out;
-}
-
-/** StartupMessage, protocol 3.0, with `user`, `database` and any other run-time parameter. */
-export function StartupMessage(parameters: Record<string, string>): Uint8Array {
-  const pairs = Object.entries(parameters).map(([k, v]) => `${k}\0${v}\0`).join("");
-  const body = encoder.encode(`${pairs}\0`);
-  const out = new Uint8Array(8 + body.length);
-  const view = new DataView(out.buffer);
-  view.setInt32(0, out.length);
-  view.setInt32(4, PROTOCOL_3_0);
-  out.set(body, 8);
-  return out;
-}
 
 /** CancelRequest with a backend's pid and secret key. */
 export function CancelRequest(pid: number, secretKey: Uint8Array): Uint8Array {
@@ -73,11 +54,6 @@ export function SASLResponse(data: string): Uint8Array {
   return typed("p", encoder.encode(data));
 }
 
-/** Query: one or more statements, simple protocol. */
-export function Query(text: string): Uint8Array {
-  return typed("Q", encoder.encode(`${text}\0`));
-}
-
 /** CopyFail: refuses a COPY FROM STDIN the pool's own statements never feed. */
 export function CopyFail(message: string): Uint8Array {
   return typed("f", encoder.encode(`${message}\0`));
@@ -104,20 +80,10 @@ export const BackendType = {
   CopyInResponse: 0x47, // G
 } as const;
 
-/** Int32 at `offset` of a frame. */
-export function int32(frame: Uint8Array, offset: number): number {
-  return ((frame[offset]! << 24) | (frame[offset + 1]! << 16) | (frame[offset + 2]! << 8) | frame[offset + 3]!);
-}
-
 /** ParameterStatus: `[name, value]`. */
 export function ParameterStatus(frame: Uint8Array): [string, string] {
   const [name, value] = decoder.decode(frame.subarray(5, frame.length - 1)).split("\0");
   return [name!, value ?? ""];
-}
-
-/** CommandComplete: the command tag (`SELECT 1`, `DISCARD ALL`). */
-export function CommandComplete(frame: Uint8Array): string {
-  return decoder.decode(frame.subarray(5, frame.length - 1));
 }
 
 /** DataRow in text format: one string per column, `null` for SQL NULL. */
@@ -126,7 +92,7 @@ export function DataRow(frame: Uint8Array): (string | null)[] {
   const values: (string | null)[] = new Array(count);
   let at = 7;
   for (let i = 0; i < count; i++) {
-    const length = int32(frame, at);
+    const length = readInt32(frame, at);
     at += 4;
     if (length < 0) {
       values[i] = null;
@@ -136,15 +102,6 @@ export function DataRow(frame: Uint8Array): (string | null)[] {
     }
   }
   return values;
-}
-
-/** The fields of an ErrorResponse or NoticeResponse, by field code (`S`, `V`, `C`, `M`, `D`, `H`, ...). */
-export function ResponseFields(frame: Uint8Array): Map<string, string> {
-  const fields = new Map<string, string>();
-  for (const part of decoder.decode(frame.subarray(5, frame.length - 1)).split("\0")) {
-    if (part) fields.set(part[0]!, part.slice(1));
-  }
-  return fields;
 }
 
 /** An ErrorResponse from the server, with Postgres' own fields. */
@@ -167,7 +124,7 @@ export class ServerError extends Error {
 
   /** From an ErrorResponse frame. */
   static from(frame: Uint8Array): ServerError {
-    return new ServerError(ResponseFields(frame));
+    return new ServerError(parseFields(frame));
   }
 }
 

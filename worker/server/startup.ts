@@ -6,10 +6,10 @@
 import { createHash } from "node:crypto";
 import type { ServerConfig } from "./config.ts";
 import {
-  BackendType, int32, ParameterStatus, PasswordMessage, ResponseFields, SASLInitialResponse, SASLResponse, ServerError,
-  SSLRequest, StartupMessage, text,
+  BackendType, ParameterStatus, PasswordMessage, SASLInitialResponse, SASLResponse, ServerError, text,
 } from "./messages.ts";
 import { ScramSha256 } from "./scram.ts";
+import { parseFields, readInt32, SSL_REQUEST, startupMessage, startupRequest } from "../wire/messages.ts";
 import type { ByteSocket, Connector } from "./socket.ts";
 
 /** An open socket, TLS or not, with its stream reader and writer taken. */
@@ -69,7 +69,7 @@ export async function openSocket(connector: Connector, config: ServerConfig, sig
     let writer = socket.writable.getWriter();
     let reader = socket.readable.getReader();
     if (!wantsTls) return { socket, reader, writer, tls: false };
-    await writer.write(SSLRequest());
+    await writer.write(startupRequest(SSL_REQUEST));
     const answer = await readSome(reader);
     if (answer === undefined) throw new StartupError("the server closed the connection in answer to SSLRequest");
     // More than the one byte would be plaintext injected ahead of the TLS handshake (CVE-2021-23222).
@@ -120,7 +120,7 @@ export async function startup(connector: Connector, config: ServerConfig, option
 
 async function login(open: OpenSocket, messages: MessageReader, config: ServerConfig, extra: Record<string, string>): Promise<Startup> {
   const { writer } = open;
-  await writer.write(StartupMessage({ ...extra, user: config.user, database: config.database }));
+  await writer.write(startupMessage({ ...extra, user: config.user, database: config.database }));
   const parameters = new Map<string, string>();
   let pid = 0;
   let secretKey = new Uint8Array(0);
@@ -130,7 +130,7 @@ async function login(open: OpenSocket, messages: MessageReader, config: ServerCo
     const { type, frame } = await messages.next();
     switch (type) {
       case BackendType.Authentication: {
-        const request = int32(frame, 5);
+        const request = readInt32(frame, 5);
         if (request === 0) {
           // AuthenticationOk without the server's SCRAM proof would let a fake server skip it.
           if (scram && !scramVerified) throw new StartupError("the server ended SCRAM authentication without its proof");
@@ -163,11 +163,11 @@ async function login(open: OpenSocket, messages: MessageReader, config: ServerCo
         break;
       }
       case BackendType.BackendKeyData:
-        pid = int32(frame, 5);
+        pid = readInt32(frame, 5);
         secretKey = frame.slice(9);
         break;
       case BackendType.ErrorResponse: {
-        const fields = ResponseFields(frame);
+        const fields = parseFields(frame);
         throw new StartupError(`${fields.get("M") ?? "the server refused the connection"} (SQLSTATE ${fields.get("C") ?? "?"})`, fields.get("C"));
       }
       case BackendType.ReadyForQuery:
@@ -227,7 +227,7 @@ class MessageReader {
   async next(): Promise<{ type: number; frame: Uint8Array }> {
     for (;;) {
       if (this.buffer.length >= 5) {
-        const size = 1 + int32(this.buffer, 1);
+        const size = 1 + readInt32(this.buffer, 1);
         if (size < 5) throw new StartupError(`the server sent a malformed message (type ${this.buffer[0]}, length ${size - 1})`);
         if (this.buffer.length >= size) {
           const frame = this.buffer.subarray(0, size);
