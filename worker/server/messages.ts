@@ -6,20 +6,17 @@
  * worker/wire/messages.ts. Frames are whole messages: type byte, Int32
  * length, body.
  */
-import { parseFields, readInt32 } from "../wire/messages.ts";
+import { CANCEL_REQUEST, parseFields, readInt32 } from "../wire/messages.ts";
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
-
-/** Request code sent in place of a protocol version. */
-const CANCEL_REQUEST_CODE = 80877102;
 
 /** CancelRequest with a backend's pid and secret key. */
 export function CancelRequest(pid: number, secretKey: Uint8Array): Uint8Array {
   const out = new Uint8Array(12 + secretKey.length);
   const view = new DataView(out.buffer);
   view.setInt32(0, out.length);
-  view.setInt32(4, CANCEL_REQUEST_CODE);
+  view.setInt32(4, CANCEL_REQUEST);
   view.setInt32(8, pid);
   out.set(secretKey, 12);
   return out;
