@@ -41,11 +41,12 @@ export class Inspector {
   }
 
   static async connect(base: string): Promise<Inspector> {
-    const targets = (await (await fetch(new URL("/json", base))).json()) as { webSocketDebuggerUrl: string }[];
+    const targets = (await (await fetch(new URL("/json", base), { signal: AbortSignal.timeout(10_000) })).json()) as { webSocketDebuggerUrl: string }[];
     if (!targets[0]) throw new Error("no inspector target");
     // wrangler's inspector proxy wants an Origin header from a local page.
     const ws = new WebSocket(targets[0].webSocketDebuggerUrl, { headers: { Origin: "http://localhost" } } as never);
     await new Promise((resolve, reject) => {
+      setTimeout(() => reject(new Error("inspector WebSocket did not open within 10 s")), 10_000);
       ws.addEventListener("open", resolve, { once: true });
       ws.addEventListener("error", () => reject(new Error("inspector WebSocket refused")), { once: true });
     });

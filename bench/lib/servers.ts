@@ -112,7 +112,9 @@ export async function startWorkerd(
     for (const pid of started) if (alive(pid)) process.kill(pid, "SIGKILL");
   })());
   onCleanup(`workerd${session.label ? ` (${session.label})` : ""}`, dispose);
-  await worker.ready;
+  // Fail, not hang, when workerd does not come up (wrangler also restarts it when a bundled source file
+  // changes, watch off or not: in a checkout others are editing, that can stall a start).
+  await withTimeout(worker.ready, 120_000, `wrangler did not start ${session.label ?? "the bench Worker"} within 120 s`);
   started = descendants(process.pid).filter((p) => p.comm === "workerd" && !before.has(p.pid)).map((p) => p.pid);
   // wrangler installs its own handlers that exit the process at once on Ctrl-C, before this
   // script stopped pgbouncer and Postgres: leave the shutdown to ours (which disposes workerd too).
@@ -147,6 +149,14 @@ export async function startWorkerd(
   const heap = () => heapMiB(inspectorUrl);
   if (Number.isNaN(await heap())) log("warning: no inspector, so no JS heap figures");
   return { call: callWorker, pids: workerdPids, heapMiB: heap, inspectorUrl, dispose };
+}
+
+function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  return Promise.race([
+    promise,
+    new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(message)), ms))),
+  ]).finally(() => clearTimeout(timer));
 }
 
 /**
