@@ -58,7 +58,7 @@ export function bridge(socket: TunnelSocket, deps: ConnectDeps): void {
       socket.close(code, reason);
     } catch {}
   };
-  const messages = socketStream(socket, deps.tenant, () => close(1011, "client too far ahead"));
+  const messages = socketStream(socket, deps.tenant, close);
   const send = (bytes: Uint8Array) => {
     if (!closed) socket.send(bytes);
   };
@@ -92,7 +92,7 @@ export function bridge(socket: TunnelSocket, deps: ConnectDeps): void {
 }
 
 /** The socket's binary messages as a byte stream; it errors when the socket closes, which ends the session. */
-function socketStream(socket: TunnelSocket, tenant: string, overflow: () => void): ReadableStream<Uint8Array> {
+function socketStream(socket: TunnelSocket, tenant: string, close: (code?: number, reason?: string) => void): ReadableStream<Uint8Array> {
   let controller!: ReadableStreamDefaultController<Uint8Array>;
   let done = false;
   const stream = new ReadableStream<Uint8Array>(
@@ -108,15 +108,19 @@ function socketStream(socket: TunnelSocket, tenant: string, overflow: () => void
     if (done) return;
     if (typeof data === "string") {
       fail(new PoolError("BAD_REQUEST", tenant, "the tunnel carries binary frames only"));
-      return overflow();
+      return close(1003, "binary frames only");
     }
     controller.enqueue(data instanceof Uint8Array ? data : new Uint8Array(data as ArrayBuffer));
     if ((controller.desiredSize ?? 0) < 0) {
       fail(new PoolError("BAD_REQUEST", tenant, `client sent more than ${MAX_INBOUND_QUEUED_BYTES} bytes ahead of the session`));
-      overflow();
+      close(1011, "client too far ahead");
     }
   });
-  const gone = () => fail(new Error("client closed the tunnel"));
+  // The client is gone: the session ends (rolling back) and the close handshake completes.
+  const gone = () => {
+    fail(new Error("client closed the tunnel"));
+    close(1000);
+  };
   socket.addEventListener("close", gone);
   socket.addEventListener("error", gone);
   return stream;
