@@ -93,7 +93,8 @@ export class WireSocket extends EventEmitter {
     this.readable = false;
     this.readyState = "closed";
     this.#reader?.cancel(error).catch(() => {});
-    this.#writer?.abort(error).catch(() => {});
+    // A plain destroy ends the session as cleanly as end(); aborting a stream sent over RPC only adds a rejection nobody handles.
+    (error ? this.#writer?.abort(error) : this.#writer?.close())?.catch(() => {});
     for (const { callback } of this.#early.splice(0)) callback?.(error ?? new Error("socket destroyed"));
     queueMicrotask(() => {
       if (error) this.emit("error", error);
