@@ -80,6 +80,24 @@ describe("leases", () => {
     await next.release();
   });
 
+  it("a lease runs one parameterized statement many times, and so does the next lease on the same backend: prepared once on the server", async () => {
+    const tenant = tenantName("lease-prepared");
+    await configure(tenant, { maxConnections: 1 });
+    const text = "select $1::int * 2 as n, pg_backend_pid() as pid";
+    const runs: { n: number; pid: number }[] = [];
+    for (let lease = 0; lease < 2; lease++) {
+      const conn = await getConnection(testEnv.EDGEPOOL, { tenant });
+      for (let i = 0; i < 3; i++) runs.push((await conn.query<{ n: number; pid: number }>(text, [i]))[0]!);
+      await conn.release();
+    }
+    expect(runs.map((r) => r.n)).toEqual([0, 2, 4, 0, 2, 4]);
+    expect(new Set(runs.map((r) => r.pid)).size).toBe(1);
+    const conn = await getConnection(testEnv.EDGEPOOL, { tenant });
+    const [row] = await conn.query<{ executions: number }>("select (generic_plans + custom_plans)::int as executions from pg_prepared_statements where statement = $1", [text]);
+    expect(row).toEqual({ executions: 6 });
+    await conn.release();
+  });
+
   it("release is idempotent and a released lease answers LEASE_RELEASED, on the client and on the coordinator", async () => {
     const tenant = tenantName("released");
     const stub = await configure(tenant, { maxConnections: 1 });

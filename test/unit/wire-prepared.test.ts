@@ -102,6 +102,19 @@ describe("named prepared statements in transaction mode", () => {
     expect(leasedPids(wire)).toEqual([]);
   });
 
+  it("the same name with the same text again is a no-op re-prepare, in both modes (a lease of the built-in client runs one text twice)", async () => {
+    for (const mode of ["transaction", "session"] as const) {
+      const wire = makeWire();
+      const c = wire.client({ mode });
+      await c.send(fe.parse("s", "select $1"), fe.bind("s", ["1"]), fe.execute(), fe.sync());
+      c.clear();
+      await c.send(fe.parse("s", "select $1"), fe.bind("s", ["2"]), fe.execute(), fe.sync());
+      expect(c.types()).toBe("1 2 D C Z");
+      // The server prepared it once.
+      expect(wire.driver.backends[0]!.log.filter((m) => m.startsWith("P:"))).toEqual(["P:edgepool_1"]);
+    }
+  });
+
   it("evicts the least recently used statement with a Close at maxPreparedStatements and swallows its CloseComplete", async () => {
     const wire = makeWire({ maxConnections: 1 }, { maxPreparedStatements: 2 });
     const c = wire.client();

@@ -5,6 +5,7 @@ import type { Backend, Receiver } from "./backend.ts";
 import type { CancelKey, CancelKeys } from "./cancel.ts";
 import { asPoolError, toErrorResponse } from "./errors.ts";
 import {
+  parseFields,
   CANCEL_REQUEST, FrameReader, GSSENC_REQUEST, PROTOCOL_3_0, ProtocolViolation, SSL_REQUEST, STARTUP, Type,
   authenticationOk, backendKeyData, bindStatementSpan, closeComplete, closeStatement, commandComplete, describe,
   errorResponse, negotiateProtocolVersion, parameterStatus, parseCancelRequest, parseCommandComplete, parseComplete,
@@ -47,6 +48,12 @@ export interface WireSessionDeps<B extends Backend> {
   startup: boolean;
   /** Overrides the pool's `acquireTimeoutMs` for this session's acquires. */
   acquireTimeoutMs?: number;
+  /**
+   * Cancels the running query on the server once an answer (ReadyForQuery) is
+   * owed this long, and turns its 57014 into `QUERY_TIMEOUT` (0 or absent: off).
+   * Not for built-in batch sessions: `FrontDoor.run` times those.
+   */
+  queryTimeoutMs?: number;
   /**
    * A built-in one-shot session (each `receive` is one whole batch): a
    * self-contained batch may ride a busy server connection at max
@@ -136,6 +143,10 @@ export class WireSession<B extends Backend> {
   /** ReadyForQuery messages among `pieces`: they count as answered once handed to `send`. */
   private readyInPieces = 0;
   private settled: (() => void)[] = [];
+  /** The `queryTimeoutMs` timer, running while a ReadyForQuery is owed. */
+  private queryTimer: unknown;
+  /** The timer fired and the query was cancelled: its 57014 is answered as `QUERY_TIMEOUT`. */
+  private timedOut = false;
 
   constructor(deps: WireSessionDeps<B>) {
     this.deps = deps;
@@ -167,6 +178,7 @@ export class WireSession<B extends Backend> {
     this.phase = "closed";
     this.deps.cancelKeys.revoke(this.key);
     this.deps.stats.clients--;
+    this.stopQueryTimer();
     this.release();
     for (const resolve of this.settled.splice(0)) resolve();
   }
@@ -240,6 +252,7 @@ export class WireSession<B extends Backend> {
     if (this.closed) return;
     if (this.lease) this.deps.pool.touch(this.lease);
     this.markInflight();
+    this.startQueryTimer();
     const written = this.write();
     const delivered = this.deliver();
     // Answers of our own alone (Close, DEALLOCATE, a refused LISTEN) end a batch without a server read.
@@ -529,12 +542,15 @@ export class WireSession<B extends Backend> {
     }
     if (CHANGES_SESSION.test(message.query)) this.dirty = true;
     if (!this.server || message.name === "") return this.forward(frame, Type.Parse);
-    if (this.statements.has(message.name)) {
+    const statement = this.deps.prepared.statement(message.query, message.types);
+    const existing = this.statements.get(message.name);
+    // The same text and types again under the same name is taken as a no-op re-prepare (the built-in client names
+    // statements by their text and cannot know what a pooled session already holds); anything else is Postgres' 42P05.
+    if (existing && existing.key !== statement.key) {
       this.answer(() => errorResponse({ severity: "ERROR", code: "42P05", message: `prepared statement "${message.name}" already exists` }));
       this.skipping = true;
       return;
     }
-    const statement = this.deps.prepared.statement(message.query, message.types);
     this.statements.set(message.name, statement);
     if (this.server.use(statement)) {
       this.deps.stats.preparedHits++;
@@ -692,6 +708,9 @@ export class WireSession<B extends Backend> {
     }
     if (ready > 0 && this.owed > 0) {
       this.owed = Math.max(0, this.owed - ready);
+      // The next owed answer gets a full queryTimeoutMs of its own.
+      this.stopQueryTimer();
+      this.startQueryTimer();
       if (this.owed === 0) for (const resolve of this.settled.splice(0)) resolve();
     }
     return pending ? Promise.all(pending).then(() => undefined) : undefined;
@@ -737,7 +756,7 @@ export class WireSession<B extends Backend> {
       case Type.CommandComplete: this.CommandComplete(frame); break;
       case Type.EmptyQueryResponse:
       case Type.PortalSuspended: send = this.pop(ANSWERED_BY.Execute); break;
-      case Type.ErrorResponse: this.ErrorResponse(); break;
+      case Type.ErrorResponse: frame = this.ErrorResponse(frame); break;
       case Type.CopyInResponse:
       case Type.CopyBothResponse: this.copying = true; break;
       case Type.ReadyForQuery: this.ReadyForQuery(frame); break;
@@ -763,10 +782,34 @@ export class WireSession<B extends Backend> {
     }
   }
 
-  private ErrorResponse(): void {
+  /** Returns the ErrorResponse the client gets: the server's, or `QUERY_TIMEOUT` for the 57014 of our own cancel. */
+  private ErrorResponse(frame: Uint8Array): Uint8Array {
     this.endCopy();
     this.failed = true;
     this.dirty = true;
+    if (!this.timedOut || parseFields(frame).get("C") !== "57014") return frame;
+    this.timedOut = false;
+    const { tenant } = this.deps;
+    return toErrorResponse(new PoolError("QUERY_TIMEOUT", tenant, `tenant "${tenant}" query was cancelled on the server after ${this.deps.queryTimeoutMs}ms (queryTimeoutMs)`)).bytes;
+  }
+
+  // ── query timeout ─────────────────────────────────────────────────────────
+
+  /** Starts the `queryTimeoutMs` timer if an answer is owed and none runs. */
+  private startQueryTimer(): void {
+    const timeoutMs = this.deps.queryTimeoutMs ?? 0;
+    if (timeoutMs <= 0 || this.owed === 0 || this.queryTimer !== undefined || this.closed) return;
+    this.queryTimer = this.deps.clock.setTimer(() => {
+      this.queryTimer = undefined;
+      this.timedOut = true;
+      void this.cancel().catch(() => {});
+    }, timeoutMs);
+  }
+
+  private stopQueryTimer(): void {
+    if (this.queryTimer !== undefined) this.deps.clock.clearTimer(this.queryTimer);
+    this.queryTimer = undefined;
+    this.timedOut = false;
   }
 
   /**
