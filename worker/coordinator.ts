@@ -9,6 +9,7 @@ import { FrontDoor, type FrontStats } from "./front.ts";
 import { LeaseTarget } from "./lease-target.ts";
 import { refuse } from "./tunnel.ts";
 import { systemClock } from "./pool/clock.ts";
+import type { LogLine } from "./pool/events.ts";
 import { RemoteApi, serveRemote } from "./remote.ts";
 import { callOption, reply } from "./reply.ts";
 import type { Connector } from "./server/socket.ts";
@@ -207,9 +208,19 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
       schedule: (at) => {
         if (at !== undefined) this.ctx.storage.setAlarm(at).catch(() => {});
       },
+      log: (line) => this.logged(line),
     }, config);
     return this.front;
   }
+
+  private logged(line: LogLine): void {
+    printLine(line);
+  }
+}
+
+/** Prints a pool event as one JSON line (what `wrangler tail` and Workers Logs show); its fields never hold a secret. */
+function printLine(line: LogLine): void {
+  console.log(JSON.stringify(line));
 }
 
 /** Checks a built-in batch where it enters: bytes, within the RPC bound. */

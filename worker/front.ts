@@ -2,6 +2,7 @@ import { PoolError } from "../src/errors.ts";
 import type { WireMode } from "../src/protocol.ts";
 import type { Clock } from "./pool/clock.ts";
 import type { Lease } from "./pool/connection.ts";
+import { logLine, type HostEvent, type LogLine, type PoolEvent } from "./pool/events.ts";
 import { Pool, type PoolStats } from "./pool/pool.ts";
 import { serverDriver } from "./server/driver.ts";
 import type { ServerConnection } from "./server/connection.ts";
@@ -36,7 +37,12 @@ export interface FrontDeps {
   connector: Connector;
   /** Asks the host to run `sweep()` at this time (the Durable Object's alarm). */
   schedule: (at: number | undefined) => void;
+  /** Told of each pool event as a log line (the Durable Object prints it as JSON). Default: nothing. */
+  log?: (line: LogLine) => void;
 }
+
+/** Pool events a front door keeps for the dashboard. */
+const RECENT_EVENTS = 50;
 
 /**
  * One tenant's front door (design §1): every client session — a driver's
@@ -57,6 +63,7 @@ export class FrontDoor {
   private parameters: ReadonlyMap<string, string> | undefined;
   /** The pool as sessions see it: acquire from the current pool, everything else on the lease's own. */
   private readonly sessionPool: SessionPool<ServerConnection>;
+  private readonly recent: LogLine[] = [];
 
   constructor(deps: FrontDeps, config: TenantConfig) {
     this.deps = deps;
@@ -69,6 +76,21 @@ export class FrontDoor {
       assertActive: (lease) => this.owner(lease).assertActive(lease),
     };
     this.configure(config);
+    const o = config.options;
+    this.note({ event: "coordinator-start", tenant: this.tenant, maxConnections: o.maxConnections, minConnections: o.minConnections, initialConnections: o.initialConnections });
+  }
+
+  /** The latest pool events (at most 50), oldest first. */
+  events(): LogLine[] {
+    return [...this.recent];
+  }
+
+  /** Logs an event: kept for `events()` and handed to the host's `log`. */
+  note(event: PoolEvent | HostEvent): void {
+    const line = logLine(event, this.deps.clock.now());
+    this.recent.push(line);
+    if (this.recent.length > RECENT_EVENTS) this.recent.shift();
+    this.deps.log?.(line);
   }
 
   /** The current pool. */
@@ -87,7 +109,9 @@ export class FrontDoor {
       schedule: (at) => {
         if (this.pool === pool) this.deps.schedule(at);
       },
+      log: (event) => this.note(event),
     });
+    if (old) this.note({ event: "tenant-configured", tenant: this.tenant, maxConnections: config.options.maxConnections });
     this.pool = pool;
     if (!this.prepared || this.prepared.maxPreparedStatements !== config.options.maxPreparedStatements) {
       this.prepared = new PreparedStatements(config.options.maxPreparedStatements, this.counters);

@@ -26,6 +26,7 @@ describe("stats", () => {
       pipelined: 0,
       closed: { "idle-timeout": 0, "max-idle": 0, "max-lifetime": 0, "max-uses": 0, "lease-expired": 0, broken: 0, shutdown: 0 },
       acquireWaitMs: { p50: 0, p99: 0 },
+      acquireWaitHistogram: { bucketsMs: [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000], counts: new Array(13).fill(0), sumMs: 0 },
       peakDemand: 0,
       sizing: { verdict: "idle", suggestedMaxConnections: 5, reason: "no demand measured yet" },
     });

@@ -308,18 +308,23 @@ describe("WireSocket backpressure", () => {
     expect(socket.readyState).toBe("closed");
   });
 
-  it("destroy() cancels the readable and aborts the writable", async () => {
+  it.each([
+    ["destroy() cancels the readable and closes the writable (the session ends as cleanly as with end())", undefined, "writable closed"],
+    ["destroy(error) cancels the readable and aborts the writable", new Error("boom"), "writable aborted"],
+  ])("%s", async (_name, error, writableEnd) => {
     const seen: string[] = [];
     const socket = new WireSocket(Promise.resolve({
       readable: new ReadableStream<Uint8Array>({ cancel: () => void seen.push("readable cancelled") }),
-      writable: new WritableStream<Uint8Array>({ abort: () => void seen.push("writable aborted") }),
+      writable: new WritableStream<Uint8Array>({ abort: () => void seen.push("writable aborted"), close: () => void seen.push("writable closed") }),
     }));
     socket.on("data", () => {});
+    socket.on("error", () => {});
     const closed = new Promise((r) => socket.once("close", r));
     await new Promise((r) => setTimeout(r, 0));
-    socket.destroy();
+    socket.destroy(error);
     await closed;
-    expect(seen.sort()).toEqual(["readable cancelled", "writable aborted"]);
+    await waitFor(() => seen.length === 2);
+    expect(seen.sort()).toEqual(["readable cancelled", writableEnd]);
     expect(socket.write(Uint8Array.of(1))).toBe(false);
   });
 });

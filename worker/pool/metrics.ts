@@ -2,6 +2,17 @@ import { CLOSE_REASONS, type CloseReason } from "./connection.ts";
 
 const WAIT_SAMPLES = 1024;
 
+/** Upper bounds (ms) of the acquire-wait histogram's buckets; a last `+Inf` bucket is implied. */
+export const WAIT_BUCKETS_MS: readonly number[] = [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000];
+
+/** Acquire waits as a Prometheus histogram: cumulative counts per upper bound (the last is `+Inf`, all acquires), and their sum. */
+export interface WaitHistogram {
+  bucketsMs: readonly number[];
+  /** `counts[i]`: acquires that waited at most `bucketsMs[i]`; one more entry at the end for `+Inf`. */
+  counts: number[];
+  sumMs: number;
+}
+
 /** Counters and the acquire-wait sample the pool keeps for `stats()`. */
 export class Metrics {
   acquired = 0;
@@ -21,10 +32,24 @@ export class Metrics {
   readonly closed = Object.fromEntries(CLOSE_REASONS.map((r) => [r, 0])) as Record<CloseReason, number>;
   private readonly waits = new Float64Array(WAIT_SAMPLES);
   private samples = 0;
+  /** Acquires per bucket of WAIT_BUCKETS_MS (not cumulative), the last one beyond every bound. */
+  private readonly buckets = new Array<number>(WAIT_BUCKETS_MS.length + 1).fill(0);
+  private waitSumMs = 0;
 
-  /** Records how long one acquire waited, in a ring of the last 1024. */
+  /** Records how long one acquire waited: in a ring of the last 1024 (percentiles) and in the histogram (since the pool started). */
   recordWait(ms: number): void {
     this.waits[this.samples++ % WAIT_SAMPLES] = ms;
+    let i = 0;
+    while (i < WAIT_BUCKETS_MS.length && ms > WAIT_BUCKETS_MS[i]!) i++;
+    this.buckets[i]!++;
+    this.waitSumMs += ms;
+  }
+
+  /** Every acquire's wait since the pool started, as cumulative buckets. */
+  waitHistogram(): WaitHistogram {
+    let total = 0;
+    const counts = this.buckets.map((n) => (total += n));
+    return { bucketsMs: WAIT_BUCKETS_MS, counts, sumMs: this.waitSumMs };
   }
 
   /** The p-th percentile (0..100) of the recent acquire waits, nearest rank. */

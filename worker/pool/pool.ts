@@ -1,8 +1,9 @@
 import { PoolError } from "../../src/errors.ts";
 import type { Clock } from "./clock.ts";
 import { Lease, TRANSITIONS, type CloseReason, type Connection, type ConnectionState } from "./connection.ts";
+import type { PoolEvent } from "./events.ts";
 import { lifetimeSpacingMs, sweep } from "./janitor.ts";
-import { Metrics, sizing, type Sizing } from "./metrics.ts";
+import { Metrics, sizing, type Sizing, type WaitHistogram } from "./metrics.ts";
 import type { PoolOptions } from "./options.ts";
 
 /** Opens, checks, resets and closes physical connections; injected so tests can fake it. */
@@ -30,6 +31,8 @@ export interface PoolDeps<H> {
   random?: () => number;
   /** Asks the host to run `sweep()` at this time (the Durable Object's alarm). */
   schedule?: (at: number | undefined) => void;
+  /** Told of each pool event (connect failure, close with its reason, acquire timeout, ...); the host logs it. Default: nothing. */
+  log?: (event: PoolEvent) => void;
 }
 
 /** Per-call acquire options. */
@@ -69,6 +72,8 @@ export interface PoolStats {
   pipelined: number;
   closed: Record<CloseReason, number>;
   acquireWaitMs: { p50: number; p99: number };
+  /** Every acquire's wait since this pool started (a config change starts a new pool), for `/metrics`. */
+  acquireWaitHistogram: WaitHistogram;
   peakDemand: number;
   sizing: Sizing;
 }
@@ -99,6 +104,7 @@ export class Pool<H> {
   private readonly clock: Clock;
   private readonly random: () => number;
   private readonly schedule: (at: number | undefined) => void;
+  private readonly log: (event: PoolEvent) => void;
   private readonly sets: Record<ConnectionState, Set<Connection<H>>> = {
     opening: new Set(), idle: new Set(), validating: new Set(), leased: new Set(),
     returning: new Set(), closing: new Set(), closed: new Set(),
@@ -131,6 +137,7 @@ export class Pool<H> {
     this.clock = deps.clock;
     this.random = deps.random ?? Math.random;
     this.schedule = deps.schedule ?? (() => {});
+    this.log = deps.log ?? (() => {});
     this.initialTarget = Math.min(this.options.initialConnections, this.options.maxConnections);
     this.initialPending = this.initialTarget;
     this.pump();
@@ -169,6 +176,7 @@ export class Pool<H> {
     const full = queued >= 0;
     if (full && queued >= this.options.maxWaiters) {
       this.metrics.queueFull++;
+      this.emit({ event: "wait-queue-full", tenant: this.tenant, waiting: this.waiters.length, maxWaiters: this.options.maxWaiters });
       return Promise.reject(this.error("WAIT_QUEUE_FULL", `${this.waiters.length} borrowers already wait (maxWaiters=${this.options.maxWaiters}) ${this.counters()}`));
     }
     if (full) this.metrics.waited++;
@@ -304,6 +312,7 @@ export class Pool<H> {
       this.end(lease, "expired");
       c.lease = undefined;
       this.metrics.leasesExpired++;
+      this.emit({ event: "lease-expired", tenant: this.tenant, lease: lease.id, connection: c.id, leaseTimeoutMs: this.options.leaseTimeoutMs });
       this.retire(c, "lease-expired");
     }
     for (const { connection, reason } of result.closes) this.retire(connection, reason);
@@ -355,6 +364,7 @@ export class Pool<H> {
       pipelined: m.pipelined,
       closed: { ...m.closed },
       acquireWaitMs: { p50: m.waitPercentile(50), p99: m.waitPercentile(99) },
+      acquireWaitHistogram: m.waitHistogram(),
       peakDemand: m.peakDemand,
       sizing: sizing(m, this.options.maxConnections, this.options.minConnections),
     };
@@ -474,6 +484,10 @@ export class Pool<H> {
     const index = this.waiters.indexOf(waiter);
     if (index >= 0) this.waiters.splice(index, 1);
     this.metrics.timeouts++;
+    this.emit({
+      event: "acquire-timeout", tenant: this.tenant, timeoutMs, total: this.total, leased: this.sets.leased.size + this.sets.validating.size,
+      idle: this.sets.idle.size, opening: this.sets.opening.size, waiting: this.waiters.length + 1,
+    });
     const cause = this.total === 0 && this.lastConnectError ? `; last connect error: ${this.lastConnectError}` : "";
     this.settle(waiter, undefined, this.error("ACQUIRE_TIMEOUT", `had no free connection after ${timeoutMs}ms ${this.counters(1)}${cause}`));
   }
@@ -518,7 +532,9 @@ export class Pool<H> {
   private retire(c: Connection<H>, reason: CloseReason): void {
     this.move(c, "closing");
     this.metrics.closed[reason]++;
-    if (reason === "max-lifetime") this.lastLifetimeRetireAt = this.clock.now();
+    const now = this.clock.now();
+    this.emit({ event: "connection-closed", tenant: this.tenant, connection: c.id, reason, ageMs: now - c.createdAt, uses: c.uses, total: this.total });
+    if (reason === "max-lifetime") this.lastLifetimeRetireAt = now;
     const handle = c.handle as H;
     Promise.resolve()
       .then(() => this.driver.close(handle))
@@ -577,7 +593,8 @@ export class Pool<H> {
           if (done) return;
           done = true;
           this.clock.clearTimer(timer);
-          this.connectFailed(c, error instanceof Error ? error.message : String(error));
+          const code = (error as { code?: unknown } | undefined)?.code;
+          this.connectFailed(c, error instanceof Error ? error.message : String(error), typeof code === "string" ? code : undefined);
         },
       );
   }
@@ -592,13 +609,14 @@ export class Pool<H> {
     this.lastConnectError = "";
     this.nextConnectAt = 0;
     this.metrics.created++;
+    this.emit({ event: "connection-opened", tenant: this.tenant, connection: c.id, total: this.total });
     if (this.initialPending > 0) this.initialPending--;
     if (this.closed) return this.retire(c, "shutdown");
     if (o.minConnections > 0 && this.kept >= o.minConnections) this.reachedMin = true;
     this.toIdle(c, now);
   }
 
-  private connectFailed(c: Connection<H>, cause: string): void {
+  private connectFailed(c: Connection<H>, cause: string, code?: string): void {
     this.move(c, "closed");
     this.sets.closed.delete(c);
     this.metrics.connectFailures++;
@@ -607,6 +625,10 @@ export class Pool<H> {
     const backoff = Math.min(BACKOFF_CAP_MS, BACKOFF_BASE_MS * 2 ** (this.failedConnects - 1));
     const delay = Math.round(backoff / 2 + (this.random() * backoff) / 2);
     this.nextConnectAt = this.clock.now() + delay;
+    this.emit({
+      event: "connect-failed", tenant: this.tenant, target: this.driver.target, cause, ...(code ? { code } : {}),
+      attempt: this.failedConnects, retryInMs: delay,
+    });
     const error = this.error("CONNECT_FAILED", `could not connect to ${this.driver.target}: ${cause} (attempt ${this.failedConnects} in a row, next in ${delay}ms)`);
     if (this.kept === 0) {
       for (const w of this.waiters.splice(0)) this.settle(w, undefined, error);
@@ -628,6 +650,13 @@ export class Pool<H> {
       this.pumpTimerAt = Number.POSITIVE_INFINITY;
       this.pump();
     }, at - now);
+  }
+
+  /** Tells the host of an event; a failing log hook never breaks the pool. */
+  private emit(event: PoolEvent): void {
+    try {
+      this.log(event);
+    } catch {}
   }
 
   /** Every change of a connection's state goes through here. */
