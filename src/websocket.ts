@@ -1,5 +1,5 @@
 import { isPoolErrorCode, PoolError, type PoolErrorCode } from "./errors.ts";
-import type { WireMode } from "./protocol.ts";
+import type { CallOptions, WireMode } from "./protocol.ts";
 import type { Tunnel } from "./socket.ts";
 
 /**
@@ -14,6 +14,8 @@ export interface RemoteSession {
   mode: WireMode;
   /** The client token (sent as the `bearer.<token>` subprotocol); absent: the session asks for it as its startup password. */
   token?: string;
+  /** The session's `acquireTimeoutMs` / `queryTimeoutMs` (the coordinator checks them before the upgrade). */
+  options?: CallOptions;
 }
 
 /** Bytes a writer may queue on the socket (`bufferedAmount`) before its writes wait. */
@@ -37,6 +39,9 @@ export function tunnelUrl(baseUrl: string, session: Omit<RemoteSession, "token">
   url.protocol = url.protocol === "https:" ? "wss:" : "ws:";
   url.searchParams.set("mode", session.mode);
   if (password) url.searchParams.set("auth", "password");
+  for (const [key, value] of Object.entries(session.options ?? {})) {
+    if (value !== undefined) url.searchParams.set(key, String(value));
+  }
   return url;
 }
 
@@ -111,19 +116,28 @@ async function why(url: URL, session: RemoteSession): Promise<PoolError> {
   const { tenant } = session;
   try {
     const response = await fetch(http, { headers: session.token === undefined ? {} : { Authorization: `Bearer ${session.token}` } });
-    const body = (await response.json().catch(() => ({}))) as { error?: { code?: unknown; message?: unknown } };
-    const code = body.error?.code;
-    if (isPoolErrorCode(code) && typeof body.error?.message === "string") {
-      const error = new PoolError(code, tenant, "");
-      error.message = body.error.message;
-      return error;
-    }
-    if (response.status === 401) return new PoolError("UNAUTHORIZED", tenant, `tenant "${tenant}": the coordinator refused the token`);
-    return new PoolError("INTERNAL", tenant, `tenant "${tenant}": the tunnel to ${http.host} was refused with HTTP ${response.status}`);
+    return await refusal(response, tenant, `the tunnel to ${http.host}`);
   } catch (error) {
     const cause = error instanceof Error ? error.message : String(error);
     return new PoolError("INTERNAL", tenant, `tenant "${tenant}": the tunnel to ${http.host} failed: ${cause}`);
   }
+}
+
+/**
+ * A refused HTTP answer of the coordinator as a `PoolError`: the code its
+ * `{ error: { code, message } }` body names (401 is `UNAUTHORIZED` without
+ * one); `INTERNAL` only for the unknown. `what` names the call for that case.
+ */
+export async function refusal(response: Response, tenant: string, what: string): Promise<PoolError> {
+  const body = (await response.json().catch(() => ({}))) as { error?: { code?: unknown; message?: unknown } };
+  const code = body.error?.code;
+  if (isPoolErrorCode(code) && typeof body.error?.message === "string") {
+    const error = new PoolError(code, tenant, "");
+    error.message = body.error.message;
+    return error;
+  }
+  if (response.status === 401) return new PoolError("UNAUTHORIZED", tenant, `tenant "${tenant}": the coordinator refused the token`);
+  return new PoolError("INTERNAL", tenant, `tenant "${tenant}": ${what} was refused with HTTP ${response.status}`);
 }
 
 /** A tunnel that only answers with this error as a FATAL ErrorResponse, then ends. */

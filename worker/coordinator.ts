@@ -10,7 +10,6 @@ import { LeaseTarget } from "./lease-target.ts";
 import { refuse } from "./tunnel.ts";
 import { systemClock } from "./pool/clock.ts";
 import type { LogLine } from "./pool/events.ts";
-import { RemoteApi, serveRemote } from "./remote.ts";
 import { callOption, reply } from "./reply.ts";
 import type { Connector } from "./server/socket.ts";
 import { checkTenant, configFromEnv, DEFAULT_TENANT, maskPassword, resolveConfig, type TenantConfig } from "./tenant.ts";
@@ -30,6 +29,12 @@ interface StoredTenant {
   tenant: string;
   config: TenantConfig;
 }
+
+/** The headers the coordinator Worker forwards a tunnel's checked per-session options in. */
+export const SESSION_OPTION_HEADERS: readonly (readonly [keyof CallOptions, string])[] = [
+  ["acquireTimeoutMs", "X-Edgepool-Acquire-Timeout-Ms"],
+  ["queryTimeoutMs", "X-Edgepool-Query-Timeout-Ms"],
+];
 
 /** Frontend bytes one built-in batch may carry (RPC carries 32 MiB). */
 const MAX_BATCH_BYTES = 30 * 1024 * 1024;
@@ -91,20 +96,20 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
   }
 
   /**
-   * What the coordinator Worker forwards, once it checked the token and named
-   * the tenant in `X-Edgepool-Tenant`: the remote tunnel (`/connect`, a
-   * WebSocket per client session) or the Cap'n Web endpoint (HTTP batch for
-   * one-shot queries, a WebSocket session for leases).
+   * What the coordinator Worker forwards once it checked the token, the mode
+   * and the session's options (`X-Edgepool-*` headers): a remote client's
+   * WebSocket (`/connect`), accepted and bridged to a wire session. With
+   * `X-Edgepool-Auth: password` the session first checks its startup password
+   * as a client token.
    */
   override async fetch(request: Request): Promise<Response> {
     const tenant = request.headers.get("X-Edgepool-Tenant") ?? "";
-    if (new URL(request.url).pathname.endsWith("/connect")) return this.tunnel(request, tenant);
-    return serveRemote(request, new RemoteApi(this, tenant));
-  }
-
-  /** Accepts a remote client's WebSocket and bridges it to a wire session; with `X-Edgepool-Auth: password` the session first checks its startup password as a client token. */
-  private tunnel(request: Request, tenant: string): Response {
     const mode = request.headers.get("X-Edgepool-Mode") as WireMode;
+    const options: CallOptions = {};
+    for (const [key, header] of SESSION_OPTION_HEADERS) {
+      const value = request.headers.get(header);
+      if (value !== null) options[key] = Number(value);
+    }
     const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
     server.accept();
     bridge(server, {
@@ -112,7 +117,7 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
       mode,
       open: (inbound) => {
         try {
-          return this.frontFor(tenant).connect(mode, inbound);
+          return this.frontFor(tenant).connect(mode, inbound, options);
         } catch (error) {
           return refuse(inbound, error, tenant);
         }

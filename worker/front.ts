@@ -124,9 +124,15 @@ export class FrontDoor {
     return this.pool.drain();
   }
 
-  /** A driver's session (postgres.js, pg, psql through the proxy): two byte streams, startup first. */
-  connect(mode: WireMode, inbound: ReadableStream<Uint8Array>): ReadableStream<Uint8Array> {
-    return tunnel(inbound, (ends) => new WireSession<ServerConnection>({ ...this.sessionDeps(mode), ...ends, startup: true }));
+  /**
+   * A client session over two byte streams, startup first: a driver's
+   * (postgres.js, pg, psql through the proxy) or the remote built-in client's.
+   * `options` override the pool's `acquireTimeoutMs` and `queryTimeoutMs` for
+   * the session; past `queryTimeoutMs` a query is cancelled with `QUERY_TIMEOUT`.
+   */
+  connect(mode: WireMode, inbound: ReadableStream<Uint8Array>, options: RunOptions = {}): ReadableStream<Uint8Array> {
+    const timeouts = { acquireTimeoutMs: options.acquireTimeoutMs, queryTimeoutMs: options.queryTimeoutMs ?? this.pool.options.queryTimeoutMs };
+    return tunnel(inbound, (ends) => new WireSession<ServerConnection>({ ...this.sessionDeps(mode), ...ends, ...timeouts, startup: true }));
   }
 
   /** A built-in session (no startup): one-shot batches in transaction mode, a lease in session mode. */

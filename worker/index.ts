@@ -1,17 +1,18 @@
 import { WorkerEntrypoint } from "cloudflare:workers";
 import { PoolError, toShape } from "../src/errors.ts";
 import type { CallOptions, Reply, WireMode } from "../src/protocol.ts";
-import { admin, checkAdmin, fail } from "./admin.ts";
+import { admin, checkAdmin, fail, respond } from "./admin.ts";
 import { bearerToken, isLoopback, tokenSecret, verifyToken } from "./auth.ts";
-import type { PoolCoordinator } from "./coordinator.ts";
+import { SESSION_OPTION_HEADERS, type PoolCoordinator } from "./coordinator.ts";
 import type { Env } from "./env.ts";
+import { callOption } from "./reply.ts";
 import { checkTenant } from "./tenant.ts";
 import { refuse } from "./tunnel.ts";
 
 export { PoolCoordinator } from "./coordinator.ts";
 export type { Env } from "./env.ts";
 
-const TENANT_ROUTE = /^\/v1\/tenants\/([^/]+)(?:\/(tokens|rpc|connect))?\/?$/;
+const TENANT_ROUTE = /^\/v1\/tenants\/([^/]+)(?:\/(tokens|stats|connect))?\/?$/;
 
 /** The coordinator of a tenant: one Durable Object per tenant name. */
 export function coordinatorFor(env: Env, tenant: string): DurableObjectStub<PoolCoordinator> {
@@ -54,7 +55,8 @@ export class PoolService extends WorkerEntrypoint<Env> {
  * HTTP: the admin API (`/v1/tenants/:tenant`, `/v1/tenants/:tenant/tokens`)
  * behind `EDGEPOOL_ADMIN_TOKEN`; behind a client token scoped to the tenant,
  * the remote tunnel (`GET /v1/tenants/:tenant/connect`, a WebSocket per client
- * session) and the built-in client's Cap'n Web endpoint (`/v1/tenants/:tenant/rpc`).
+ * session, drivers' and the built-in client's) and the pool's counters
+ * (`GET /v1/tenants/:tenant/stats`, the built-in client's `stats()`).
  */
 const handler = {
   async fetch(request: Request, env: Env): Promise<Response> {
@@ -69,13 +71,10 @@ const handler = {
       tenant = checkTenant(decodeURIComponent(tenant));
       const coordinator = coordinatorFor(env, tenant);
       if (match[2] === "connect") return await connectRoute(request, env, tenant, coordinator);
-      if (match[2] === "rpc") {
+      if (match[2] === "stats") {
         await verifyToken(tokenSecret(env, tenant), bearerToken(request), tenant, Math.floor(Date.now() / 1000));
-        const headers = new Headers(request.headers);
-        headers.delete("Authorization");
-        headers.set("Sec-WebSocket-Protocol", "edgepool");
-        headers.set("X-Edgepool-Tenant", tenant);
-        return coordinator.fetch(new Request(request, { headers }));
+        if (request.method !== "GET") throw new PoolError("BAD_REQUEST", tenant, `${pathname} takes GET`);
+        return respond(await coordinator.stats(tenant));
       }
       await checkAdmin(request, env.EDGEPOOL_ADMIN_TOKEN);
       return await admin(request, tenant, match[2], coordinator, tokenSecret(env, tenant));
@@ -88,9 +87,9 @@ const handler = {
 export default handler;
 
 /**
- * `GET /v1/tenants/:tenant/connect[?mode=session|transaction][&auth=password]`:
- * checks the mode and the token before the upgrade, then hands the upgrade to
- * the tenant's coordinator. With `auth=password` (for tools that can only send
+ * `GET /v1/tenants/:tenant/connect[?mode=session|transaction][&auth=password][&acquireTimeoutMs=…][&queryTimeoutMs=…]`:
+ * checks the mode, the session's options and the token before the upgrade,
+ * then hands the upgrade to the tenant's coordinator. With `auth=password` (for tools that can only send
  * a password: `edgepool proxy` without a token) the session asks for the
  * token as its startup password instead, over TLS only unless on loopback.
  */
@@ -99,6 +98,14 @@ async function connectRoute(request: Request, env: Env, tenant: string, coordina
   const mode = url.searchParams.get("mode") ?? "transaction";
   if (mode !== "transaction" && mode !== "session") {
     throw new PoolError("INVALID_OPTION", tenant, `option "mode" = ${JSON.stringify(mode.slice(0, 40))} must be "transaction" or "session"`);
+  }
+  const options = new Map<string, number>();
+  for (const [key, header] of SESSION_OPTION_HEADERS) {
+    const value = url.searchParams.get(key);
+    // Numbers as the option check wants them ("-1" is refused as -1); "12abc" and "" stay strings, refused as such.
+    const parsed = value !== null && /^-?\d+(?:\.\d+)?$/.test(value) ? Number(value) : value ?? undefined;
+    const checked = callOption(tenant, { [key]: parsed }, key);
+    if (checked !== undefined) options.set(header, checked);
   }
   const password = url.searchParams.get("auth") === "password";
   if (!password) {
@@ -118,6 +125,7 @@ async function connectRoute(request: Request, env: Env, tenant: string, coordina
   headers.set("X-Edgepool-Tenant", tenant);
   headers.set("X-Edgepool-Mode", mode);
   headers.set("X-Edgepool-Auth", password ? "password" : "token");
+  for (const [header, value] of options) headers.set(header, String(value));
   return coordinator.fetch(new Request(request, { headers }));
 }
 

@@ -2,11 +2,11 @@ import { describe, expect, it } from "vitest";
 import { mintToken } from "../../worker/auth.ts";
 import { ADMIN_TOKEN, http, putTenant, tenantName, testEnv } from "./helpers.ts";
 
-/** A batch RPC call carrying `token`; what matters here is whether the Worker lets it through. */
-async function rpc(tenant: string, token?: string) {
+/** The client-token route `GET /v1/tenants/:tenant/stats` with `token`; what matters here is whether the Worker lets it through. */
+async function clientRoute(tenant: string, token?: string) {
   const { SELF } = await import("cloudflare:test");
   const headers: Record<string, string> = token === undefined ? {} : { Authorization: `Bearer ${token}` };
-  return SELF.fetch(`http://edge/v1/tenants/${tenant}/rpc`, { method: "POST", headers, body: "" });
+  return SELF.fetch(`http://edge/v1/tenants/${tenant}/stats`, { headers });
 }
 
 describe("auth", () => {
@@ -33,19 +33,19 @@ describe("auth", () => {
     await putTenant(tenant, { connectionString: testEnv.DATABASE_URL });
     await putTenant(other, { connectionString: testEnv.DATABASE_URL });
     const good = (await http("POST", `/v1/tenants/${tenant}/tokens`, { token: ADMIN_TOKEN, body: { ttlSeconds: 60 } })).json.token as string;
-    expect((await rpc(tenant, good)).status).toBe(200);
-    expect((await rpc(tenant)).status).toBe(401);
-    expect((await rpc(tenant, "garbage")).status).toBe(401);
-    expect((await rpc(tenant, `${good.slice(0, -2)}AA`)).status).toBe(401);
-    expect((await rpc(tenant, ADMIN_TOKEN)).status).toBe(401); // the admin token is not a client token
+    expect((await clientRoute(tenant, good)).status).toBe(200);
+    expect((await clientRoute(tenant)).status).toBe(401);
+    expect((await clientRoute(tenant, "garbage")).status).toBe(401);
+    expect((await clientRoute(tenant, `${good.slice(0, -2)}AA`)).status).toBe(401);
+    expect((await clientRoute(tenant, ADMIN_TOKEN)).status).toBe(401); // the admin token is not a client token
     const expired = await mintToken(ADMIN_TOKEN, tenant, Math.floor(Date.now() / 1000) - 1);
-    const expiredReply = await rpc(tenant, expired);
+    const expiredReply = await clientRoute(tenant, expired);
     expect(expiredReply.status).toBe(401);
     expect(await expiredReply.json()).toMatchObject({ error: { code: "UNAUTHORIZED", message: expect.stringContaining("expired") } });
     const forged = await mintToken("not-the-secret", tenant, Math.floor(Date.now() / 1000) + 60);
-    expect((await rpc(tenant, forged)).status).toBe(401);
+    expect((await clientRoute(tenant, forged)).status).toBe(401);
     // A token for one tenant never reaches another tenant's coordinator.
-    const cross = await rpc(other, good);
+    const cross = await clientRoute(other, good);
     expect(cross.status).toBe(401);
     expect(await cross.json()).toMatchObject({ error: { message: expect.stringContaining("another tenant") } });
   });

@@ -53,7 +53,7 @@ function client(runtime: keyof typeof RUNTIMES, args: string[]) {
 
 const tenantName = (prefix: string) => `${prefix}-${crypto.randomUUID().slice(0, 8)}`;
 
-describe("remote clients over Cap'n Web", () => {
+describe("remote built-in clients over the WebSocket tunnel", () => {
   it("Node in-process: one-shot queries, a lease with a transaction, the same error classes", async () => {
     const tenant = tenantName("node-inproc");
     const token = await coordinator.tenant(tenant, { maxConnections: 1 });
@@ -91,6 +91,68 @@ describe("remote clients over Cap'n Web", () => {
     const nobody = `http://127.0.0.1:${await freePort()}`;
     await expect(createPool(nobody, { tenant: "acme", token }).sql`select 1`).rejects.toMatchObject({ code: "INTERNAL" });
     await expect(getConnection(nobody, { tenant: "acme", token })).rejects.toMatchObject({ code: "INTERNAL" });
+  });
+
+  it("one-shots reuse the client's tunnel session (a few when concurrent); a one-shot's open transaction never reaches the next one", async () => {
+    const tenant = tenantName("node-reuse");
+    const token = await coordinator.tenant(tenant, { maxConnections: 10 });
+    const db = createPool(coordinator.url, { tenant, token });
+    await db.sql`select 1`;
+    const times: number[] = [];
+    for (let i = 0; i < 300; i++) {
+      const started = performance.now();
+      await db.sql`select 1`;
+      times.push(performance.now() - started);
+    }
+    times.sort((a, b) => a - b);
+    const at = (q: number) => times[Math.floor(q * (times.length - 1))]!.toFixed(2);
+    console.log(`sequential select 1 from Node over the tunnel: median ${at(0.5)} ms, p90 ${at(0.9)} ms, p99 ${at(0.99)} ms (300 queries)`);
+    // One session for all of them: the coordinator counts one client session (transaction mode: no server connection held).
+    expect(await db.stats()).toMatchObject({ clients: 1, clientsActive: 0 });
+    await Promise.all(Array.from({ length: 12 }, (_, i) => db.sql`select pg_sleep(0.05), ${i}::int as i`));
+    const { clients } = (await db.stats()) as { clients: number };
+    expect(clients).toBeGreaterThan(1);
+    expect(clients).toBeLessThanOrEqual(4);
+    // A one-shot `begin` leaves its transaction open: its session closes, the coordinator rolls it back.
+    await db.sql`begin`;
+    expect((await db.sql<{ fresh: boolean }>`select now() = statement_timestamp() as fresh`)[0]).toEqual({ fresh: true });
+    let open = -1;
+    for (const started = Date.now(); Date.now() - started < 2_000 && open !== 0; await new Promise((r) => setTimeout(r, 20))) {
+      [{ open }] = await sql<{ open: number }[]>`select count(*)::int as open from pg_stat_activity where application_name = ${`edgepool:${tenant}`} and state like 'idle in transaction%'`;
+    }
+    expect(open).toBe(0);
+  });
+
+  it("queryTimeoutMs over the tunnel: QUERY_TIMEOUT as in a Worker, cancelled on the server; per client and per lease", async () => {
+    const tenant = tenantName("node-timeout");
+    const token = await coordinator.tenant(tenant, { maxConnections: 1, queryTimeoutMs: 200 });
+    const db = createPool(coordinator.url, { tenant, token });
+    const started = Date.now();
+    const error = await db.sql`select pg_sleep(5)`.catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(PoolError);
+    expect(error).toMatchObject({ code: "QUERY_TIMEOUT", message: expect.stringContaining("after 200ms") });
+    expect(Date.now() - started).toBeLessThan(2_000);
+    const [{ n }] = await sql<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where application_name = ${`edgepool:${tenant}`} and state = 'active'`;
+    expect(n).toBe(0);
+    expect((await db.sql`select 1 as one`)[0]).toEqual({ one: 1 });
+    const patient = createPool(coordinator.url, { tenant, token, queryTimeoutMs: 3_000 });
+    expect((await patient.sql`select pg_sleep(0.3), 1 as done`)[0]).toMatchObject({ done: 1 });
+    const conn = await getConnection(coordinator.url, { tenant, token, queryTimeoutMs: 100 });
+    await expect(conn.sql`select pg_sleep(2)`).rejects.toMatchObject({ code: "QUERY_TIMEOUT" });
+    expect((await conn.sql`select 1 as one`)[0]).toEqual({ one: 1 });
+    await conn.release();
+    const invalid = await createPool(coordinator.url, { tenant, token, acquireTimeoutMs: -1 }).sql`select 1`.catch((e: unknown) => e);
+    expect(invalid).toMatchObject({ code: "INVALID_OPTION", message: expect.stringContaining('"acquireTimeoutMs"') });
+  });
+
+  it("stats() is GET /v1/tenants/:tenant/stats behind the client token", async () => {
+    const tenant = tenantName("node-stats");
+    const token = await coordinator.tenant(tenant, { maxConnections: 2 });
+    expect(await createPool(coordinator.url, { tenant, token }).stats()).toMatchObject({ tenant, maxConnections: 2 });
+    await expect(createPool(coordinator.url, { tenant, token: "ep1.bad.token" }).stats()).rejects.toMatchObject({ code: "UNAUTHORIZED" });
+    const response = await fetch(`${coordinator.url}/v1/tenants/${tenant}/stats`);
+    expect(response.status).toBe(401);
+    expect(await fetch(`${coordinator.url}/v1/tenants/${tenant}/rpc`, { method: "POST", headers: { Authorization: `Bearer ${token}` } }).then((r) => r.status)).toBe(404);
   });
 
   for (const runtime of ["deno", "node"] as const) {

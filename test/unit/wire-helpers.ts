@@ -78,6 +78,8 @@ export class FakeBackend implements Backend {
   private paused = false;
   /** When true, output is queued until `resume()`. */
   held = false;
+  /** When true, a cancel ends a held query with 57014 (default: a cancel is only counted). */
+  cancelFails = false;
   /** Reads delivered while a flush's promise was pending (must stay 0). */
   readsDuringBackpressure = 0;
   private backpressure = false;
@@ -101,6 +103,12 @@ export class FakeBackend implements Backend {
 
   async cancel(): Promise<void> {
     this.cancels++;
+    if (!this.cancelFails || !this.held) return;
+    // As Postgres ends a cancelled query: 57014 instead of its result, then ReadyForQuery.
+    this.queued.length = 0;
+    this.held = false;
+    this.out.push(error("57014", "canceling statement due to user request"));
+    this.ready();
   }
 
   /** Sends a NotificationResponse now. */
@@ -381,6 +389,7 @@ export interface ClientOptions {
   mode?: PoolMode;
   startup?: boolean;
   acquireTimeoutMs?: number;
+  queryTimeoutMs?: number;
   /** Makes `send` return a promise the test settles (backpressure). */
   slow?: boolean;
   /** A built-in one-shot session: its self-contained batches may ride a busy backend (pipelining). */
@@ -445,6 +454,7 @@ export class TestClient {
       parameters: () => new Map([["server_version", "18.0"], ["client_encoding", "UTF8"]]),
       startup: options.startup ?? false,
       acquireTimeoutMs: options.acquireTimeoutMs,
+      queryTimeoutMs: options.queryTimeoutMs,
       shared: options.shared,
     };
     this.session = new WireSession(deps);
