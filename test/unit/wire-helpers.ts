@@ -390,6 +390,8 @@ export interface ClientOptions {
   startup?: boolean;
   acquireTimeoutMs?: number;
   queryTimeoutMs?: number;
+  /** The server's ParameterStatus values for the startup answer (default: a fixed set). */
+  parameters?: () => Promise<ReadonlyMap<string, string>>;
   /** Makes `send` return a promise the test settles (backpressure). */
   slow?: boolean;
   /** A built-in one-shot session: its self-contained batches may ride a busy backend (pipelining). */
@@ -451,7 +453,7 @@ export class TestClient {
       prepared: wire.prepared,
       stats: wire.stats,
       cancelKeys: wire.cancelKeys,
-      parameters: () => new Map([["server_version", "18.0"], ["client_encoding", "UTF8"]]),
+      parameters: options.parameters ?? (() => new Map([["server_version", "18.0"], ["client_encoding", "UTF8"]])),
       startup: options.startup ?? false,
       acquireTimeoutMs: options.acquireTimeoutMs,
       queryTimeoutMs: options.queryTimeoutMs,

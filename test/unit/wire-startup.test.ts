@@ -1,5 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { GSSENC_REQUEST, startupMessage, startupRequest } from "../../worker/wire/messages.ts";
+import { PoolError } from "../../src/errors.ts";
 import { fe, makeWire } from "./wire-helpers.ts";
 
 describe("startup", () => {
@@ -16,6 +17,23 @@ describe("startup", () => {
     expect(c.received[4]!.text).toBe("I");
     // transaction mode: no server connection was taken for the startup
     expect(wire.pool.stats().leased).toBe(0);
+  });
+
+  it("a transaction-mode startup whose ParameterStatus values cannot be read (no server connection) ends FATAL with the pool's error, not a silent close", async () => {
+    const wire = makeWire();
+    const c = wire.client({
+      startup: true,
+      parameters: async () => {
+        throw new PoolError("CONNECT_FAILED", "acme", "could not connect to db.example:5432: connection refused");
+      },
+    });
+    await c.send(fe.startup({ user: "u" }));
+    expect(c.types()).toBe("E");
+    expect(c.received[0]!.fields!.get("S")).toBe("FATAL");
+    expect(c.received[0]!.fields!.get("C")).toBe("08001");
+    expect(c.received[0]!.text).toMatch(/^CONNECT_FAILED: could not connect to db.example:5432/);
+    expect(c.closed).toBe(true);
+    expect(c.session.closed).toBe(true);
   });
 
   it("answers SSLRequest and GSSENCRequest with N, then takes the StartupMessage", async () => {

@@ -305,7 +305,13 @@ export class WireSession<B extends Backend> {
       this.attach(lease, false);
     }
     if (this.closed) return;
-    const values = this.backend ? this.backend.parameters : await this.deps.parameters();
+    let values: ReadonlyMap<string, string>;
+    try {
+      values = this.backend ? this.backend.parameters : await this.deps.parameters();
+    } catch (error) {
+      // No server connection to read them from (CONNECT_FAILED, ACQUIRE_TIMEOUT ...): the session cannot start.
+      return this.fatal(asPoolError(error, this.deps.tenant), true);
+    }
     this.own(authenticationOk());
     for (const [name, value] of values) this.own(parameterStatus(name, value));
     this.own(backendKeyData(this.key.pid, this.key.secret));
