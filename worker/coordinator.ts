@@ -4,12 +4,14 @@ import { PoolError } from "../src/errors.ts";
 import type { Acquired, CallOptions, CoordinatorApi, Reply, WireMode } from "../src/protocol.ts";
 import { tokenSecret, verifyToken } from "./auth.ts";
 import { bridge } from "./connect.ts";
+import { directoryFor } from "./directory.ts";
 import type { Env } from "./env.ts";
 import { FrontDoor, type FrontStats } from "./front.ts";
 import { LeaseTarget } from "./lease-target.ts";
 import { refuse } from "./tunnel.ts";
 import { systemClock } from "./pool/clock.ts";
 import type { LogLine } from "./pool/events.ts";
+import type { ActivitySample, TenantActivity } from "./activity.ts";
 import { callOption, reply } from "./reply.ts";
 import type { Connector } from "./server/socket.ts";
 import { checkTenant, configFromEnv, DEFAULT_TENANT, maskPassword, resolveConfig, type TenantConfig } from "./tenant.ts";
@@ -52,9 +54,22 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
   private config: TenantConfig | undefined;
   private front: FrontDoor | undefined;
   private nextLeaseId = 1;
+  /** When the janitor wants to run next, as the pool last said. */
+  private janitorAt: number | undefined;
+  /** When the counters are due to go to the directory; set while they may have changed since the last report. */
+  private reportAt: number | undefined;
+  /** The alarm this object set and that has not fired yet. */
+  private alarmAt: number | undefined;
+  private lastReportAt = 0;
+  /** The counters last reported, as JSON: an unchanged pool is not reported again. */
+  private reported = "";
+  private readonly reportIntervalMs: number;
+  /** Connections and waiters over the last minutes, one sample a second at most (the dashboard's chart). */
+  private readonly history: ActivitySample[] = [];
 
   constructor(ctx: DurableObjectState, env: Env) {
     super(ctx, env);
+    this.reportIntervalMs = reportInterval(env.EDGEPOOL_REPORT_INTERVAL_MS);
     const stored = ctx.storage.kv.get<StoredTenant>("tenant");
     // Opening initialConnections when the coordinator starts, not on the first borrower.
     if (stored) this.start(stored.tenant, stored.config);
@@ -67,6 +82,8 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
       const config = resolveConfig(tenant, input ?? {});
       this.ctx.storage.kv.put("tenant", { tenant, config } satisfies StoredTenant);
       this.start(tenant, config);
+      // Listed at once; if the directory cannot be reached, the next report (which carries the config) registers it.
+      await directoryFor(this.env, tenant)?.register(view(tenant, config), Date.now()).catch(() => this.changed());
       return view(tenant, config);
     });
   }
@@ -89,6 +106,8 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
       const front = this.frontFor(tenant);
       this.ctx.storage.kv.delete("tenant");
       this.config = undefined;
+      this.reportAt = undefined;
+      await directoryFor(this.env, tenant)?.unregister(tenant);
       const { leased } = front.stats();
       void front.drain();
       return { tenant, leased };
@@ -178,12 +197,32 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
 
   /** The janitor: runs what is due and sets the alarm to the next deadline (via the pool's `schedule`). */
   override async alarm(): Promise<void> {
+    this.alarmAt = undefined;
     this.front?.sweep();
+    if (this.reportAt !== undefined && Date.now() >= this.reportAt) await this.report();
+    this.arm();
+  }
+
+  /**
+   * For the dashboard's view of one tenant: the live counters, the last
+   * pool events and the samples of connections and waiters kept here.
+   */
+  async activity(tenant: string): Promise<Reply<TenantActivity>> {
+    return reply(String(tenant), async () => {
+      const front = this.frontFor(tenant);
+      if (!this.config) throw new PoolError("UNKNOWN_TENANT", tenant, `tenant "${tenant}" was deleted`);
+      const stats = front.stats();
+      this.sample(stats);
+      return { tenant, stats, events: front.events(), history: [...this.history] };
+    });
   }
 
   private frontFor(tenant: string): FrontDoor {
     this.checkRoute(checkTenant(tenant));
-    if (this.front) return this.front;
+    if (this.front) {
+      this.changed();
+      return this.front;
+    }
     const config = tenant === DEFAULT_TENANT ? configFromEnv(this.env) : undefined;
     if (!config) {
       throw new PoolError("UNKNOWN_TENANT", tenant, tenant === DEFAULT_TENANT
@@ -211,7 +250,8 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
       clock: systemClock,
       connector: sockets,
       schedule: (at) => {
-        if (at !== undefined) this.ctx.storage.setAlarm(at).catch(() => {});
+        this.janitorAt = at;
+        this.arm();
       },
       log: (line) => this.logged(line),
     }, config);
@@ -220,7 +260,71 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
 
   private logged(line: LogLine): void {
     printLine(line);
+    this.changed();
   }
+
+  /** The alarm at the earlier of the janitor's and the report's time; set again only when that moves earlier (or it fired). */
+  private arm(): void {
+    const at = Math.min(this.janitorAt ?? Infinity, this.reportAt ?? Infinity);
+    if (at === Infinity || (this.alarmAt !== undefined && this.alarmAt <= at)) return;
+    this.alarmAt = at;
+    this.ctx.storage.setAlarm(at).catch(() => {});
+  }
+
+  /**
+   * The counters may have changed: a report is due at most `reportIntervalMs`
+   * after the last one. Cheap on the hot path (one comparison once due).
+   */
+  private changed(): void {
+    if (this.reportAt !== undefined || !this.env.EDGEPOOL_DIRECTORY) return;
+    this.reportAt = Math.max(Date.now(), this.lastReportAt + this.reportIntervalMs);
+    this.arm();
+  }
+
+  /**
+   * Sends the counters to the directory if they changed since the last
+   * report; while the pool is busy (sessions, leases, waiters, connections
+   * opening or closing) the next report stays due one interval later.
+   */
+  private async report(): Promise<void> {
+    this.reportAt = undefined;
+    const { front, config, tenant } = this;
+    if (!front || !config || tenant === undefined) return;
+    const now = Date.now();
+    const stats = front.stats();
+    this.sample(stats);
+    const json = JSON.stringify({ ...stats, maxWaitMs: stats.waiting > 0 ? stats.maxWaitMs : 0 });
+    let failed = false;
+    if (json !== this.reported) {
+      try {
+        await directoryFor(this.env, tenant)?.report(view(tenant, config), stats, now);
+        this.reported = json;
+        this.lastReportAt = now;
+      } catch {
+        failed = true;
+      }
+    }
+    const busy = stats.clients > 0 || stats.leased > 0 || stats.waiting > 0 || stats.opening > 0 || stats.closing > 0;
+    if ((busy || failed) && this.config) this.reportAt = now + this.reportIntervalMs;
+  }
+
+  /** Keeps a sample of connections and waiters, one a second at most, for the last 10 minutes. */
+  private sample(stats: FrontStats): void {
+    const now = Date.now();
+    const last = this.history[this.history.length - 1];
+    if (last && now - last.at < 1_000) return;
+    this.history.push({ at: now, idle: stats.idle, active: stats.leased, opening: stats.opening, waiting: stats.waiting, clients: stats.clients });
+    while (this.history.length > 0 && now - this.history[0]!.at > HISTORY_MS) this.history.shift();
+  }
+}
+
+/** How long the dashboard's samples of a tenant are kept. */
+const HISTORY_MS = 10 * 60_000;
+
+/** `EDGEPOOL_REPORT_INTERVAL_MS`: 5000 unless set to an integer from 100 to 300000. */
+function reportInterval(raw: unknown): number {
+  const ms = typeof raw === "string" && /^\d+$/.test(raw) ? Number(raw) : Number.NaN;
+  return ms >= 100 && ms <= 300_000 ? ms : 5_000;
 }
 
 /** Prints a pool event as one JSON line (what `wrangler tail` and Workers Logs show); its fields never hold a secret. */

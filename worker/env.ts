@@ -1,8 +1,15 @@
 import type { PoolCoordinator } from "./coordinator.ts";
+import type { TenantDirectory } from "./directory.ts";
 
 /** Bindings and vars of the coordinator Worker. */
 export interface Env {
   EDGEPOOL: DurableObjectNamespace<PoolCoordinator>;
+  /** The tenant directory (`GET /v1/tenants`, `/metrics`, `/dashboard`); without it coordinators report nowhere. */
+  EDGEPOOL_DIRECTORY?: DurableObjectNamespace<TenantDirectory>;
+  /** Bearer token a Prometheus scraper may use for `/metrics` instead of the admin token (a secret). */
+  EDGEPOOL_METRICS_TOKEN?: string;
+  /** How often at most a coordinator reports its counters to the directory, in ms (default 5000). */
+  EDGEPOOL_REPORT_INTERVAL_MS?: string;
   /** Guards the admin API, and signs client tokens unless `EDGEPOOL_TOKEN_SECRET` is set (a secret). */
   EDGEPOOL_ADMIN_TOKEN?: string;
   /** Optional separate key for client tokens; rotating it revokes every client token. */

@@ -5,11 +5,13 @@ import { admin, checkAdmin, fail, respond } from "./admin.ts";
 import { bearerToken, isLoopback, tokenSecret, verifyToken } from "./auth.ts";
 import { SESSION_OPTION_HEADERS, type PoolCoordinator } from "./coordinator.ts";
 import type { Env } from "./env.ts";
+import { observe } from "./observe.ts";
 import { callOption } from "./reply.ts";
 import { checkTenant } from "./tenant.ts";
 import { refuse } from "./tunnel.ts";
 
 export { PoolCoordinator } from "./coordinator.ts";
+export { TenantDirectory } from "./directory.ts";
 export type { Env } from "./env.ts";
 
 const TENANT_ROUTE = /^\/v1\/tenants\/([^/]+)(?:\/(tokens|stats|connect))?\/?$/;
@@ -62,6 +64,8 @@ const handler = {
   async fetch(request: Request, env: Env): Promise<Response> {
     const { pathname } = new URL(request.url);
     if (pathname === "/" || pathname === "/healthz") return Response.json({ service: "edgepool", ok: true });
+    const observed = await observe(request, env);
+    if (observed) return observed;
     const match = TENANT_ROUTE.exec(pathname);
     if (!match) {
       return fail(new PoolError("BAD_REQUEST", "", `no route ${request.method} ${pathname}`), "", 404);
