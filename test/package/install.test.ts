@@ -74,7 +74,7 @@ describe("npm install edgepool (the packed tarball) in a fresh project", () => {
     const installed = join(project, "node_modules/edgepool");
     expect(readdirSync(installed).sort()).toEqual(["CHANGELOG.md", "LICENSE", "README.md", "dist", "package.json"]);
     const { dependencies } = JSON.parse(readFileSync(join(installed, "package.json"), "utf8")) as { dependencies: Record<string, string> };
-    expect(Object.keys(dependencies).sort()).toEqual(["capnweb", "pg-protocol", "pg-types"]);
+    expect(Object.keys(dependencies).sort()).toEqual(["pg-protocol", "pg-types"]);
     for (const name of Object.keys(dependencies)) expect(existsSync(join(project, "node_modules", name))).toBe(true);
   });
 
