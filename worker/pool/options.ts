@@ -1,5 +1,6 @@
 import { PoolError } from "../../src/errors.ts";
 import { showValue } from "../../src/show.ts";
+import { isBudgetName } from "../budget/config.ts";
 
 /** Every pool option of design §3; times are milliseconds. */
 export interface PoolOptions {
@@ -24,6 +25,8 @@ export interface PoolOptions {
   pipelineDepth: number;
   /** Named statements kept per server connection for transaction mode; LRU-evicted. `0`: not tracked. */
   maxPreparedStatements: number;
+  /** The connection budget (`/v1/budgets/:name`) this tenant's server connections count against; none by default. */
+  budget?: string;
 }
 
 /** Defaults of design §3. `maxIdle` defaults to `maxConnections` and is filled in by `resolveOptions`. */
@@ -56,7 +59,7 @@ export const MAX_LIFETIME_CAP_MS = 15 * 60_000;
 export const MAX_RESULT_BYTES_CAP = 30 * 1024 * 1024;
 
 /** Smallest value each numeric option accepts; `0` has the meaning design §3 gives it. */
-const MINIMUM: Record<Exclude<keyof PoolOptions, "resetQuery">, number> = {
+const MINIMUM: Record<Exclude<keyof PoolOptions, "resetQuery" | "budget">, number> = {
   maxConnections: 0,
   minConnections: 0,
   initialConnections: 0,
@@ -78,7 +81,7 @@ const MINIMUM: Record<Exclude<keyof PoolOptions, "resetQuery">, number> = {
   maxPreparedStatements: 0,
 };
 
-const KEYS = new Set<string>([...Object.keys(MINIMUM), "resetQuery"]);
+const KEYS = new Set<string>([...Object.keys(MINIMUM), "resetQuery", "budget"]);
 
 /**
  * Checks user options up front and returns the complete set: unknown keys,
@@ -101,6 +104,9 @@ export function resolveOptions(tenant: string, input: Record<string, unknown> = 
     }
   }
   if (typeof merged.resetQuery !== "string") throw invalid(tenant, "resetQuery", merged.resetQuery, "must be a string");
+  if (merged.budget !== undefined && !isBudgetName(merged.budget)) {
+    throw invalid(tenant, "budget", merged.budget, `must name a budget: 1-63 letters, digits, "_" or "-", starting with a letter or digit`);
+  }
   const options = { ...merged, maxIdle: merged.maxIdle ?? merged.maxConnections } as PoolOptions;
   if (options.minConnections > options.maxConnections) {
     throw invalid(tenant, "minConnections", options.minConnections, `must not exceed maxConnections (${options.maxConnections})`);
@@ -128,7 +134,7 @@ export function optionsFromEnv(env: Record<string, unknown>): Record<string, unk
     const raw = env[name];
     if (raw === undefined) continue;
     const number = typeof raw === "string" && raw.trim() !== "" ? Number(raw) : Number.NaN;
-    options[key] = key === "resetQuery" || Number.isNaN(number) ? raw : number;
+    options[key] = key === "resetQuery" || key === "budget" || Number.isNaN(number) ? raw : number;
   }
   return options;
 }

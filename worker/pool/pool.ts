@@ -1,4 +1,5 @@
 import { PoolError } from "../../src/errors.ts";
+import type { Capacity } from "./capacity.ts";
 import type { Clock } from "./clock.ts";
 import { Lease, TRANSITIONS, type CloseReason, type Connection, type ConnectionState } from "./connection.ts";
 import type { PoolEvent } from "./events.ts";
@@ -33,6 +34,8 @@ export interface PoolDeps<H> {
   schedule?: (at: number | undefined) => void;
   /** Told of each pool event (connect failure, close with its reason, acquire timeout, ...); the host logs it. Default: nothing. */
   log?: (event: PoolEvent) => void;
+  /** A shared connection budget: the pool never holds more than its `limit()`. Default: none (only `maxConnections`). */
+  capacity?: Capacity;
 }
 
 /** Per-call acquire options. */
@@ -105,6 +108,7 @@ export class Pool<H> {
   private readonly random: () => number;
   private readonly schedule: (at: number | undefined) => void;
   private readonly log: (event: PoolEvent) => void;
+  private readonly capacity: Capacity | undefined;
   private readonly sets: Record<ConnectionState, Set<Connection<H>>> = {
     opening: new Set(), idle: new Set(), validating: new Set(), leased: new Set(),
     returning: new Set(), closing: new Set(), closed: new Set(),
@@ -138,6 +142,8 @@ export class Pool<H> {
     this.random = deps.random ?? Math.random;
     this.schedule = deps.schedule ?? (() => {});
     this.log = deps.log ?? (() => {});
+    this.capacity = deps.capacity;
+    this.capacity?.attach(() => this.pump());
     this.initialTarget = Math.min(this.options.initialConnections, this.options.maxConnections);
     this.initialPending = this.initialTarget;
     this.pump();
@@ -147,6 +153,12 @@ export class Pool<H> {
   get total(): number {
     const s = this.sets;
     return s.opening.size + s.idle.size + s.validating.size + s.leased.size + s.returning.size + s.closing.size;
+  }
+
+  /** Connections the pool may hold now: `maxConnections`, or less when a budget grants less. */
+  private get cap(): number {
+    const max = this.options.maxConnections;
+    return this.capacity ? Math.min(max, this.capacity.limit()) : max;
   }
 
   /** Connections the pool keeps: all but those already closing. Floors (`minConnections`) count these. */
@@ -171,7 +183,7 @@ export class Pool<H> {
     const ride = !free && shared && this.waiters.length === 0 ? this.rideable(now) : undefined;
     if (ride) return Promise.resolve(this.ride(ride, now, now));
     // Borrowers that a free (to validate), opening or still-openable connection will serve do not count as queued.
-    const coming = (free ? 1 : 0) + this.sets.opening.size + Math.max(0, this.options.maxConnections - this.total);
+    const coming = (free ? 1 : 0) + this.sets.opening.size + Math.max(0, this.cap - this.total);
     const queued = this.waiters.length - coming;
     const full = queued >= 0;
     if (full && queued >= this.options.maxWaiters) {
@@ -386,7 +398,9 @@ export class Pool<H> {
       this.ride(ride, waiter.enqueuedAt, now, waiter);
     }
     this.grow(now);
+    this.shed();
     this.armPumpTimer(now);
+    this.capacity?.report(this.total, this.wanted());
     if (this.closed && this.total === 0 && this.drained) {
       const drained = this.drained;
       this.drained = undefined;
@@ -441,7 +455,7 @@ export class Pool<H> {
    * it) and the connection is not due to retire.
    */
   private rideable(now: number): Lease<H> | undefined {
-    if (this.total < this.options.maxConnections) return undefined;
+    if (this.total < this.cap) return undefined;
     let best: Lease<H> | undefined;
     for (const lease of this.shareable) {
       const c = lease.connection;
@@ -488,7 +502,8 @@ export class Pool<H> {
       event: "acquire-timeout", tenant: this.tenant, timeoutMs, total: this.total, leased: this.sets.leased.size + this.sets.validating.size,
       idle: this.sets.idle.size, opening: this.sets.opening.size, waiting: this.waiters.length + 1,
     });
-    const cause = this.total === 0 && this.lastConnectError ? `; last connect error: ${this.lastConnectError}` : "";
+    const budget = this.capacity && this.cap < this.options.maxConnections && this.total >= this.cap ? `; ${this.capacity.describe()}` : "";
+    const cause = (this.total === 0 && this.lastConnectError ? `; last connect error: ${this.lastConnectError}` : "") + budget;
     this.settle(waiter, undefined, this.error("ACQUIRE_TIMEOUT", `had no free connection after ${timeoutMs}ms ${this.counters(1)}${cause}`));
   }
 
@@ -510,6 +525,7 @@ export class Pool<H> {
   private toIdle(c: Connection<H>, now: number, cooldown = false): void {
     if (this.closed) return this.retire(c, "shutdown");
     if (c.broken) return this.retire(c, "broken");
+    if (this.kept > this.cap) return this.retire(c, "max-idle");
     const beyondMaxIdle = this.sets.idle.size >= this.options.maxIdle && this.kept > this.floor();
     if (this.waiters.length === 0 && beyondMaxIdle) return this.retire(c, "max-idle");
     c.idleSince = now;
@@ -561,9 +577,30 @@ export class Pool<H> {
     const forFloor = Math.max(this.floor(), this.initialPending > 0 ? this.initialTarget : 0) - live - opening;
     const forIdle = o.minIdle - this.sets.idle.size - opening;
     let wanted = Math.max(forWaiters, forFloor, forIdle);
-    wanted = Math.min(wanted, o.maxConnections - this.total, o.maxConcurrentConnects - opening);
+    wanted = Math.min(wanted, this.cap - this.total, o.maxConcurrentConnects - opening);
     if (wanted <= 0 || now < this.nextConnectAt) return;
     for (let i = 0; i < wanted; i++) this.open(now);
+  }
+
+  /** Above a lowered budget limit: idle connections close first (busy ones close when returned, in `toIdle`). */
+  private shed(): void {
+    if (!this.capacity) return;
+    let over = this.kept - this.cap;
+    if (over <= 0) return;
+    const idle = [...this.sets.idle].sort((a, b) => a.idleSince - b.idleSince);
+    for (const c of idle) {
+      if (over-- <= 0) break;
+      this.retire(c, "max-idle");
+    }
+  }
+
+  /** Connections the pool would hold if the budget allowed: busy ones, waiters, and the floors (all within max). */
+  private wanted(): number {
+    if (this.closed) return 0;
+    const s = this.sets;
+    const busy = s.leased.size + s.validating.size + s.returning.size;
+    const floor = Math.max(this.floor(), this.initialPending > 0 ? this.initialTarget : 0);
+    return Math.min(this.options.maxConnections, Math.max(busy + this.waiters.length, floor, busy + this.options.minIdle));
   }
 
   private open(now: number): void {

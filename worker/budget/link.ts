@@ -1,0 +1,160 @@
+import type { Capacity } from "../pool/capacity.ts";
+import type { Clock } from "../pool/clock.ts";
+import type { BudgetReport, Grant } from "./allocate.ts";
+
+/** Asks the budget object for a grant (an RPC to the `Budget` Durable Object in production, a fake in tests). */
+export type BudgetCall = (report: BudgetReport) => Promise<Grant>;
+
+/** What a budget link needs from its host. */
+export interface BudgetLinkDeps {
+  budget: string;
+  tenant: string;
+  /** This pool instance's identity in the budget (a new one per coordinator start and per config change). */
+  holder: string;
+  clock: Clock;
+  call: BudgetCall;
+}
+
+/** Least time between two reports that only change the numbers. */
+export const REPORT_GAP_MS = 50;
+/** How often a pool that wants more than it was granted asks again. */
+export const RETRY_MS = 200;
+/** A holder renews at least this often while it holds or wants anything, so a newcomer gets its fair share within about this long. */
+export const RENEW_MS = 1_000;
+/** Wait after a failed call before the next. */
+export const FAILURE_RETRY_MS = 1_000;
+
+/**
+ * A pool's side of a connection budget (the pool core's `Capacity`): borrows
+ * before the pool grows, gives back when it shrinks, renews the lease every
+ * third of its TTL while holding anything. Safe under failures: while a call
+ * is out the limit is frozen at what the pool holds, a failed call grants
+ * nothing new, and a lease not renewed in time drops the limit to 0 (counted
+ * from when the call was sent, so it ends before the budget's own expiry).
+ */
+export class BudgetLink implements Capacity {
+  private readonly deps: BudgetLinkDeps;
+  private granted = 0;
+  private expiresAt = 0;
+  private last: Grant | undefined;
+  private lastError = "";
+  private held = 0;
+  private wanted = 0;
+  private sentHeld = 0;
+  private sentWanted = 0;
+  /** The budget keeps a holding for this holder (it was told of something held or wanted). */
+  private registered = false;
+  private inflight = false;
+  private frozenAt = 0;
+  private lastSentAt = Number.NEGATIVE_INFINITY;
+  private failedAt = Number.NEGATIVE_INFINITY;
+  /** The last call failed. */
+  private failed = false;
+  private timer: unknown;
+  private timerAt = Number.POSITIVE_INFINITY;
+  private changed: () => void = () => {};
+
+  constructor(deps: BudgetLinkDeps) {
+    this.deps = deps;
+  }
+
+  attach(changed: () => void): void {
+    this.changed = changed;
+  }
+
+  limit(): number {
+    if (this.deps.clock.now() >= this.expiresAt) return 0;
+    return this.inflight ? Math.min(this.granted, this.frozenAt) : this.granted;
+  }
+
+  report(held: number, wanted: number): void {
+    this.held = held;
+    this.wanted = wanted;
+    this.plan();
+  }
+
+  describe(): string {
+    const name = `budget "${this.deps.budget}"`;
+    if (this.failed) {
+      return `${name} was the limit: it gave no grant (${this.lastError}), so no new connection opens`;
+    }
+    const g = this.last;
+    if (!g) return `${name} was the limit: no grant yet`;
+    return `${name} was the limit: granted ${this.limit()} of its maxConnections=${g.maxConnections} (fair share ${g.share} among ${g.holders} tenants with demand, used=${g.used})`;
+  }
+
+  /** Sets the timer for the next call: soon when the numbers moved, every RETRY_MS while short, else a renewal at a third of the TTL. */
+  private plan(): void {
+    if (this.inflight) return;
+    const { held, wanted, granted } = this;
+    if (!this.registered && held === 0 && wanted === 0) return;
+    const moved = held !== this.sentHeld || wanted !== this.sentWanted;
+    const short = wanted > granted;
+    const surplus = granted > Math.max(held, wanted);
+    let at: number;
+    if (this.failed) at = this.failedAt + FAILURE_RETRY_MS;
+    else if (moved && (short || surplus || held > granted)) at = this.lastSentAt + REPORT_GAP_MS;
+    else if (short) at = this.lastSentAt + RETRY_MS;
+    else at = this.lastSentAt + Math.min(RENEW_MS, Math.floor((this.last?.leaseTtlMs ?? 30_000) / 3));
+    // Past the lease's end the pool must shed: wake it then.
+    if (granted > 0 && this.expiresAt > 0) at = Math.min(at, this.expiresAt);
+    this.arm(at);
+  }
+
+  private arm(at: number): void {
+    const now = this.deps.clock.now();
+    if (this.timer !== undefined && this.timerAt <= at) return;
+    if (this.timer !== undefined) this.deps.clock.clearTimer(this.timer);
+    this.timerAt = at;
+    this.timer = this.deps.clock.setTimer(() => {
+      this.timer = undefined;
+      this.timerAt = Number.POSITIVE_INFINITY;
+      this.due();
+    }, Math.max(0, at - now));
+  }
+
+  private due(): void {
+    const now = this.deps.clock.now();
+    if (this.granted > 0 && now >= this.expiresAt) {
+      this.granted = 0;
+      this.changed();
+    }
+    if (this.inflight) return;
+    if (this.failed ? now < this.failedAt + FAILURE_RETRY_MS : now < this.lastSentAt + REPORT_GAP_MS) return this.plan();
+    this.send();
+  }
+
+  private send(): void {
+    const { held, wanted } = this;
+    const sentAt = this.deps.clock.now();
+    this.inflight = true;
+    this.frozenAt = held;
+    this.lastSentAt = sentAt;
+    this.sentHeld = held;
+    this.sentWanted = wanted;
+    Promise.resolve()
+      .then(() => this.deps.call({ holder: this.deps.holder, tenant: this.deps.tenant, held, wanted }))
+      .then(
+        (grant) => {
+          this.last = grant;
+          this.lastError = "";
+          this.failed = false;
+          this.granted = grant.granted;
+          this.expiresAt = sentAt + grant.leaseTtlMs;
+          this.registered = held > 0 || wanted > 0 || grant.granted > 0;
+        },
+        (error: unknown) => {
+          this.failed = true;
+          this.failedAt = this.deps.clock.now();
+          this.lastError = error instanceof Error ? error.message : String(error);
+          // No grant, no new connection: keep at most what was held when the call went out.
+          this.granted = Math.min(this.granted, held);
+        },
+      )
+      .finally(() => {
+        this.inflight = false;
+        this.changed();
+        this.plan();
+      });
+  }
+}
