@@ -1,7 +1,9 @@
 import { PoolError } from "../src/errors.ts";
 import { checkAdmin, fail, respond } from "./admin.ts";
+import { sameSecret } from "./auth.ts";
 import { listTenants, type TenantDirectory } from "./directory.ts";
 import type { Env } from "./env.ts";
+import { exposition, METRICS_CONTENT_TYPE } from "./metrics.ts";
 import { checkTenant } from "./tenant.ts";
 
 const DEFAULT_PAGE = 100;
@@ -20,8 +22,12 @@ export async function observe(request: Request, env: Env): Promise<Response | un
   const { pathname } = url;
   const tenants = pathname === "/v1/tenants";
   const activity = ACTIVITY_ROUTE.exec(pathname);
-  if (!tenants && !activity) return undefined;
+  if (!tenants && !activity && pathname !== "/metrics") return undefined;
   try {
+    if (pathname === "/metrics") {
+      await checkScraper(request, env);
+      return get(request) ?? new Response(exposition(await allTenants(directory(env))), { headers: { "Content-Type": METRICS_CONTENT_TYPE } });
+    }
     await checkAdmin(request, env.EDGEPOOL_ADMIN_TOKEN);
     const refused = get(request);
     if (refused) return refused;
@@ -65,6 +71,18 @@ function directory(env: Env): DurableObjectNamespace<TenantDirectory> {
     throw new PoolError("BAD_REQUEST", "", "the tenant directory is not bound: add the EDGEPOOL_DIRECTORY Durable Object binding (class TenantDirectory) to wrangler.toml");
   }
   return env.EDGEPOOL_DIRECTORY;
+}
+
+/** `/metrics` takes the admin token or, for a scraper, `EDGEPOOL_METRICS_TOKEN`. */
+async function checkScraper(request: Request, env: Env): Promise<void> {
+  const presented = /^Bearer\s+(\S+)$/i.exec(request.headers.get("Authorization") ?? "")?.[1];
+  const metricsToken = env.EDGEPOOL_METRICS_TOKEN;
+  if (presented && typeof metricsToken === "string" && metricsToken !== "" && (await sameSecret(presented, metricsToken))) return;
+  try {
+    await checkAdmin(request, env.EDGEPOOL_ADMIN_TOKEN);
+  } catch {
+    throw new PoolError("UNAUTHORIZED", "", "/metrics needs Authorization: Bearer <EDGEPOOL_METRICS_TOKEN or EDGEPOOL_ADMIN_TOKEN>");
+  }
 }
 
 /** These routes only read: anything but GET (and HEAD) is refused. */
