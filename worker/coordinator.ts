@@ -14,6 +14,8 @@ import type { LogLine } from "./pool/events.ts";
 import type { ActivitySample, TenantActivity } from "./activity.ts";
 import { callOption, reply } from "./reply.ts";
 import type { Connector } from "./server/socket.ts";
+import { BudgetLink } from "./budget/link.ts";
+import type { PoolOptions } from "./pool/options.ts";
 import { checkTenant, configFromEnv, DEFAULT_TENANT, maskPassword, resolveConfig, type TenantConfig } from "./tenant.ts";
 
 /** A tenant's configuration as the admin API shows it: never the password. */
@@ -254,8 +256,29 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
         this.arm();
       },
       log: (line) => this.logged(line),
+      capacity: (options) => this.budgetLink(options),
     }, config);
     return this.front;
+  }
+
+  /** The budget link of a new pool (option `budget`): each pool instance is its own holder, so a restarted coordinator's old grant expires rather than being taken over. */
+  private budgetLink(options: PoolOptions): BudgetLink | undefined {
+    const budget = options.budget;
+    if (budget === undefined) return undefined;
+    const namespace = this.env.EDGEPOOL_BUDGET;
+    const tenant = this.tenant ?? "";
+    return new BudgetLink({
+      budget,
+      tenant,
+      holder: `${tenant}:${crypto.randomUUID()}`,
+      clock: systemClock,
+      call: async (report) => {
+        if (!namespace) throw new Error("the Worker has no EDGEPOOL_BUDGET binding");
+        const answer = await namespace.get(namespace.idFromName(budget)).lease(budget, report);
+        if (!answer.ok) throw new Error(answer.error.message);
+        return answer.value;
+      },
+    });
   }
 
   private logged(line: LogLine): void {

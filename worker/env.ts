@@ -1,9 +1,12 @@
+import type { Budget } from "./budget/object.ts";
 import type { PoolCoordinator } from "./coordinator.ts";
 import type { TenantDirectory } from "./directory.ts";
 
 /** Bindings and vars of the coordinator Worker. */
 export interface Env {
   EDGEPOOL: DurableObjectNamespace<PoolCoordinator>;
+  /** Connection budgets per database server (`/v1/budgets/:name`, tenant option `budget`). */
+  EDGEPOOL_BUDGET?: DurableObjectNamespace<Budget>;
   /** The tenant directory (`GET /v1/tenants`, `/metrics`, `/dashboard`); without it coordinators report nowhere. */
   EDGEPOOL_DIRECTORY?: DurableObjectNamespace<TenantDirectory>;
   /** Bearer token a Prometheus scraper may use for `/metrics` instead of the admin token (a secret). */

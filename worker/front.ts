@@ -1,8 +1,10 @@
 import { PoolError } from "../src/errors.ts";
 import type { WireMode } from "../src/protocol.ts";
+import type { Capacity } from "./pool/capacity.ts";
 import type { Clock } from "./pool/clock.ts";
 import type { Lease } from "./pool/connection.ts";
 import { logLine, type HostEvent, type LogLine, type PoolEvent } from "./pool/events.ts";
+import type { PoolOptions } from "./pool/options.ts";
 import { Pool, type PoolStats } from "./pool/pool.ts";
 import { serverDriver } from "./server/driver.ts";
 import type { ServerConnection } from "./server/connection.ts";
@@ -39,6 +41,8 @@ export interface FrontDeps {
   schedule: (at: number | undefined) => void;
   /** Told of each pool event as a log line (the Durable Object prints it as JSON). Default: nothing. */
   log?: (line: LogLine) => void;
+  /** The connection budget of a new pool with these options (a `budget` option), or none. */
+  capacity?: (options: PoolOptions) => Capacity | undefined;
 }
 
 /** Pool events a front door keeps for the dashboard. */
@@ -110,6 +114,7 @@ export class FrontDoor {
         if (this.pool === pool) this.deps.schedule(at);
       },
       log: (event) => this.note(event),
+      capacity: this.deps.capacity?.(config.options),
     });
     if (old) this.note({ event: "tenant-configured", tenant: this.tenant, maxConnections: config.options.maxConnections });
     this.pool = pool;

@@ -3,6 +3,7 @@ import { PoolError, toShape } from "../src/errors.ts";
 import type { CallOptions, Reply, WireMode } from "../src/protocol.ts";
 import { admin, checkAdmin, fail, respond } from "./admin.ts";
 import { bearerToken, isLoopback, tokenSecret, verifyToken } from "./auth.ts";
+import { budgetRoute } from "./budget/routes.ts";
 import { SESSION_OPTION_HEADERS, type PoolCoordinator } from "./coordinator.ts";
 import type { Env } from "./env.ts";
 import { observe } from "./observe.ts";
@@ -10,6 +11,7 @@ import { callOption } from "./reply.ts";
 import { checkTenant } from "./tenant.ts";
 import { refuse } from "./tunnel.ts";
 
+export { Budget } from "./budget/object.ts";
 export { PoolCoordinator } from "./coordinator.ts";
 export { TenantDirectory } from "./directory.ts";
 export type { Env } from "./env.ts";
@@ -66,6 +68,8 @@ const handler = {
     if (pathname === "/" || pathname === "/healthz") return Response.json({ service: "edgepool", ok: true });
     const observed = await observe(request, env);
     if (observed) return observed;
+    const budgeted = await budgetRoute(request, env);
+    if (budgeted) return budgeted;
     const match = TENANT_ROUTE.exec(pathname);
     if (!match) {
       return fail(new PoolError("BAD_REQUEST", "", `no route ${request.method} ${pathname}`), "", 404);
