@@ -101,6 +101,8 @@ try {
     console.log(`\nedgepool example ready: ${url}${status >= 400 ? `  (GET / answered ${status})` : ""}`);
     console.log(`  try ${url}visit (a lease and a transaction), ${url}postgres and ${url}pg (the drivers through the pool), ${url}stats, ${url}service`);
     console.log(`  admin API (proxied by the example): ${url}v1/tenants/default`);
+    console.log(`  dashboard: ${url}dashboard (paste the admin token once; it stays in that tab)`);
+    console.log(`  metrics (Prometheus): ${url}metrics, e.g. curl -H "Authorization: Bearer $(cat .edgepool-admin-token)" ${url}metrics`);
     console.log(`  the session's admin token is in ${tokenFile} (removed on exit):`);
     console.log(`  curl -H "Authorization: Bearer $(cat .edgepool-admin-token)" ${url}v1/tenants/default\n`);
   }

@@ -1,6 +1,7 @@
 import { PoolError } from "../src/errors.ts";
 import { checkAdmin, fail, respond } from "./admin.ts";
 import { sameSecret } from "./auth.ts";
+import { dashboardAsset, dashboardPage } from "./dashboard.ts";
 import { listTenants, type TenantDirectory } from "./directory.ts";
 import type { Env } from "./env.ts";
 import { exposition, METRICS_CONTENT_TYPE } from "./metrics.ts";
@@ -20,6 +21,8 @@ const ACTIVITY_ROUTE = /^\/v1\/activity\/([^/]+)\/?$/;
 export async function observe(request: Request, env: Env): Promise<Response | undefined> {
   const url = new URL(request.url);
   const { pathname } = url;
+  if (pathname === "/dashboard" || pathname === "/dashboard/") return get(request) ?? dashboardPage();
+  if (pathname.startsWith("/dashboard/")) return get(request) ?? dashboardAsset(pathname.slice("/dashboard/".length));
   const tenants = pathname === "/v1/tenants";
   const activity = ACTIVITY_ROUTE.exec(pathname);
   if (!tenants && !activity && pathname !== "/metrics") return undefined;

@@ -14,8 +14,8 @@ interface Env {
 export default {
   async fetch(request: Request, env: Env): Promise<Response> {
     const url = new URL(request.url);
-    // The coordinator's HTTP API (admin routes, remote clients), forwarded through the service binding.
-    if (url.pathname.startsWith("/v1/")) return env.EDGEPOOL_SERVICE.fetch(request);
+    // The coordinator's HTTP API (admin routes, remote clients, metrics, dashboard), forwarded through the service binding.
+    if (url.pathname.startsWith("/v1/") || url.pathname === "/metrics" || url.pathname.startsWith("/dashboard")) return env.EDGEPOOL_SERVICE.fetch(request);
     const db = createPool(env.EDGEPOOL, { tenant: "default" });
     try {
       if (url.pathname === "/") {
