@@ -265,7 +265,7 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
   private budgetLink(options: PoolOptions): BudgetLink | undefined {
     const budget = options.budget;
     if (budget === undefined) return undefined;
-    const namespace = this.env.EDGEPOOL_BUDGET;
+    const namespace = this.env.EDGEPOOL_BUDGETS;
     const tenant = this.tenant ?? "";
     return new BudgetLink({
       budget,
@@ -273,7 +273,7 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
       holder: `${tenant}:${crypto.randomUUID()}`,
       clock: systemClock,
       call: async (report) => {
-        if (!namespace) throw new Error("the Worker has no EDGEPOOL_BUDGET binding");
+        if (!namespace) throw new Error("the Worker has no EDGEPOOL_BUDGETS binding");
         const answer = await namespace.get(namespace.idFromName(budget)).lease(budget, report);
         if (!answer.ok) throw new Error(answer.error.message);
         return answer.value;

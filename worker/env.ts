@@ -6,7 +6,7 @@ import type { TenantDirectory } from "./directory.ts";
 export interface Env {
   EDGEPOOL: DurableObjectNamespace<PoolCoordinator>;
   /** Connection budgets per database server (`/v1/budgets/:name`, tenant option `budget`). */
-  EDGEPOOL_BUDGET?: DurableObjectNamespace<Budget>;
+  EDGEPOOL_BUDGETS?: DurableObjectNamespace<Budget>;
   /** The tenant directory (`GET /v1/tenants`, `/metrics`, `/dashboard`); without it coordinators report nowhere. */
   EDGEPOOL_DIRECTORY?: DurableObjectNamespace<TenantDirectory>;
   /** Bearer token a Prometheus scraper may use for `/metrics` instead of the admin token (a secret). */

@@ -232,6 +232,10 @@ describe("options from EDGEPOOL_* variables", () => {
     });
   });
 
+  it("bindings whose names look like an option's variable are not read as options", () => {
+    expect(optionsFromEnv({ EDGEPOOL_BUDGET: { idFromName() {} }, EDGEPOOL_MAX_CONNECTIONS: "3" })).toEqual({ maxConnections: 3 });
+  });
+
   it("a numeric-looking resetQuery is kept as text", () => {
     expect(optionsFromEnv({ EDGEPOOL_RESET_QUERY: "1" })).toEqual({ resetQuery: "1" });
   });

@@ -17,8 +17,8 @@ export async function budgetRoute(request: Request, env: Env): Promise<Response 
   try {
     await checkAdmin(request, env.EDGEPOOL_ADMIN_TOKEN);
     const name = checkBudgetName(decodeURIComponent(match[1]!));
-    const namespace = env.EDGEPOOL_BUDGET;
-    if (!namespace) throw new PoolError("BAD_REQUEST", "", "budgets need the EDGEPOOL_BUDGET Durable Object binding (class Budget)");
+    const namespace = env.EDGEPOOL_BUDGETS;
+    if (!namespace) throw new PoolError("BAD_REQUEST", "", "budgets need the EDGEPOOL_BUDGETS Durable Object binding (class Budget)");
     const budget = namespace.get(namespace.idFromName(name));
     if (request.method === "GET") return respond(await budget.describe(name));
     if (request.method === "DELETE") return respond(await budget.remove(name));

@@ -132,7 +132,8 @@ export function optionsFromEnv(env: Record<string, unknown>): Record<string, unk
   for (const key of KEYS) {
     const name = `EDGEPOOL_${key.replace(/[A-Z]/g, (c) => `_${c}`).toUpperCase()}`;
     const raw = env[name];
-    if (raw === undefined) continue;
+    // Bindings (objects) are not option values, even when their names look like one.
+    if (raw === undefined || (typeof raw === "object" && raw !== null)) continue;
     const number = typeof raw === "string" && raw.trim() !== "" ? Number(raw) : Number.NaN;
     options[key] = key === "resetQuery" || key === "budget" || Number.isNaN(number) ? raw : number;
   }
