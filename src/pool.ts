@@ -2,10 +2,11 @@ import { PoolError } from "./errors.ts";
 import { showValue } from "./show.ts";
 import { Connection, unwrap } from "./connection.ts";
 import { decodeResult, encodeQuery } from "./codec.ts";
-import type { CallOptions, CoordinatorApi, LeaseApi, Reply, WireTarget } from "./protocol.ts";
+import type { Acquired, CallOptions, CoordinatorApi, LeaseApi, Reply, WireTarget } from "./protocol.ts";
 import { remoteCoordinator } from "./remote.ts";
 import type { Result } from "./result.ts";
 import { checkQuery, statement } from "./sql.ts";
+import { notDelivered, routed, routerFor, shardName, type ShardRouter } from "./shards.ts";
 
 /** Something with `idFromName`/`get`: a Durable Object namespace binding. */
 interface NamespaceLike {
@@ -56,12 +57,14 @@ export interface PoolClient {
 
 /** Creates a client for one tenant's pool. */
 export function createPool(target: PoolTarget, options: ClientOptions = {}): PoolClient {
-  const { tenant, call, coordinator, direct } = resolve(target, options);
+  const resolved = resolve(target, options);
+  const { tenant, call, coordinator } = resolved;
   const run = async <Row>(text: string, params: unknown[] = []): Promise<Result<Row>> => {
     checkQuery(tenant, text, params);
     const bytes = encodeQuery(text, params);
-    const reply = await rpc(tenant, () => coordinator().run(tenant, bytes, call));
-    return decodeResult<Row>(unwrap(reply), tenant);
+    // A one-shot may have run when its call broke, so only an undelivered call goes to another shard.
+    const reply = await session(resolved, (c) => c.run(tenant, bytes, call), notDelivered, true);
+    return decodeResult<Row>(unwrap(reply.answer), tenant);
   };
   const client: PoolClient = {
     tenant,
@@ -79,7 +82,7 @@ export function createPool(target: PoolTarget, options: ClientOptions = {}): Poo
       }
     },
     // Overrides are checked like any options; the lease comes over this client's stub.
-    getConnection: async (more = {}) => acquire(tenant, resolve(target, { ...options, ...more, tenant }).call, coordinator, direct),
+    getConnection: async (more = {}) => acquire({ ...resolved, call: resolve(target, { ...options, ...more, tenant }).call }),
     async stats() {
       return unwrap(await rpc(tenant, () => coordinator().stats(tenant))) as Record<string, unknown>;
     },
@@ -89,14 +92,42 @@ export function createPool(target: PoolTarget, options: ClientOptions = {}): Poo
 
 /** Leases a connection from a tenant's pool, waiting at most `acquireTimeoutMs`. */
 export async function getConnection(target: PoolTarget, options: ClientOptions = {}): Promise<Connection> {
-  const { tenant, call, coordinator, direct } = resolve(target, options);
-  return acquire(tenant, call, coordinator, direct);
+  return acquire(resolve(target, options));
 }
 
-async function acquire(tenant: string, call: CallOptions, coordinator: () => CoordinatorApi, direct: boolean): Promise<Connection> {
-  const reply = await rpc(tenant, () => coordinator().acquire(tenant, call));
-  const { id, pid, lease, close } = unwrap(reply);
-  return new Connection(tenant, id, pid, lease, call, giveBack(lease, close, direct));
+async function acquire(resolved: Resolved): Promise<Connection> {
+  const { tenant, call, direct } = resolved;
+  // Nothing of the caller's ran before a lease is granted, so any failed acquire may go to another shard.
+  const { answer, leave } = await session(resolved, (c) => c.acquire(tenant, call), () => true, false);
+  let value: Acquired;
+  try {
+    value = unwrap(answer);
+  } catch (error) {
+    leave();
+    throw error;
+  }
+  const { id, pid, lease, close } = value;
+  const give = giveBack(lease, close, direct);
+  // The lease counts on its shard (for this client's choices) until it goes back.
+  return new Connection(tenant, id, pid, lease, call, () => (leave(), give()));
+}
+
+/**
+ * A session (one-shot or lease) on one of the tenant's shards: with a
+ * Durable Object namespace the client picks the shard (power of two choices,
+ * `routed`); through a service binding or a URL the coordinator Worker does.
+ * A one-shot's count on its shard ends with its answer.
+ */
+async function session<T>(resolved: Resolved, call: (c: CoordinatorApi) => Promise<Reply<T>>, retryOnThrow: (error: unknown) => boolean, oneShot: boolean): Promise<{ answer: Reply<T>; leave: () => void }> {
+  const { tenant, router } = resolved;
+  if (!router) return { answer: await rpc(tenant, () => call(resolved.coordinator())), leave: () => {} };
+  const routedSession = await rpc(tenant, async () => {
+    const done = await routed(router, resolved.stubOf, call, retryOnThrow);
+    return { ok: true as const, value: done };
+  });
+  const done = unwrap(routedSession);
+  if (oneShot) done.leave();
+  return done;
 }
 
 /**
@@ -120,6 +151,9 @@ interface Resolved {
   call: CallOptions;
   coordinator: () => CoordinatorApi;
   direct: boolean;
+  /** With a Durable Object namespace: the tenant's shards as this isolate knows them, and each shard's stub. */
+  router?: ShardRouter;
+  stubOf: (shard: number) => CoordinatorApi;
 }
 
 /** Checks client options where they enter and picks the transport for the target. */
@@ -134,8 +168,14 @@ function resolve(target: PoolTarget, options: ClientOptions): Resolved {
   if (options.queryTimeoutMs !== undefined) call.queryTimeoutMs = options.queryTimeoutMs;
   if (typeof target !== "string") {
     // One stub per client, made on first use: a stub per call costs a lookup and a new RPC session each time.
-    let stub: CoordinatorApi | undefined;
-    return { tenant, call, coordinator: () => (stub ??= binding(target, tenant)), direct: isNamespace(target) };
+    const stubs = new Map<number, CoordinatorApi>();
+    const stubOf = (shard: number) => {
+      let stub = stubs.get(shard);
+      if (!stub) stubs.set(shard, (stub = isNamespace(target) ? shardStub(target, tenant, shard) : (target as CoordinatorApi)));
+      return stub;
+    };
+    const router = isNamespace(target) ? routerFor(target, tenant) : undefined;
+    return { tenant, call, coordinator: () => stubOf(0), direct: isNamespace(target), router, stubOf };
   }
   if (!/^https?:\/\//.test(target) || !URL.canParse(target)) {
     throw new PoolError("INVALID_OPTION", tenant, `target ${showValue("target", target)} must be the coordinator's http(s) URL`);
@@ -144,7 +184,7 @@ function resolve(target: PoolTarget, options: ClientOptions): Resolved {
     throw new PoolError("INVALID_OPTION", tenant, `option "token" is required for a remote target (POST /v1/tenants/${tenant}/tokens issues one)`);
   }
   const remote = remoteCoordinator(target, tenant, options.token);
-  return { tenant, call, coordinator: () => remote, direct: false };
+  return { tenant, call, coordinator: () => remote, direct: false, stubOf: () => remote };
 }
 
 function isNamespace(target: Exclude<PoolTarget, string>): target is NamespaceLike {
@@ -152,6 +192,22 @@ function isNamespace(target: Exclude<PoolTarget, string>): target is NamespaceLi
   // a Durable Object namespace has none.
   const t = target as Partial<NamespaceLike> & { fetch?: unknown };
   return typeof t.fetch !== "function" && typeof t.idFromName === "function" && typeof t.get === "function";
+}
+
+/** The stub of one shard of a tenant behind a Durable Object namespace (`tenant`, `tenant#1`, ...). */
+function shardStub(target: NamespaceLike, tenant: string, shard: number): CoordinatorApi & WireTarget {
+  return target.get(target.idFromName(shardName(tenant, shard)) as never) as CoordinatorApi & WireTarget;
+}
+
+/**
+ * A driver session's coordinator: with a namespace, a shard picked by power
+ * of two choices on what this isolate learnt (the answer says how to end its
+ * count), and another shard once if the session's call is not taken.
+ */
+export function wireShards(target: PoolTarget | WireTarget, tenant: string): { router: ShardRouter; stubOf: (shard: number) => WireTarget } | undefined {
+  if (typeof target === "string" || !isNamespace(target as Exclude<PoolTarget, string>)) return undefined;
+  const namespace = target as NamespaceLike;
+  return { router: routerFor(namespace, tenant), stubOf: (shard) => shardStub(namespace, tenant, shard) };
 }
 
 function binding(target: Exclude<PoolTarget, string>, tenant: string): CoordinatorApi & WireTarget {

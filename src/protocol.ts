@@ -1,7 +1,11 @@
 import type { ErrorShape } from "./errors.ts";
+import type { ShardHint } from "./shards.ts";
 
-/** Every coordinator answer: errors travel as values because RPC drops custom error properties. */
-export type Reply<T> = { ok: true; value: T } | { ok: false; error: ErrorShape };
+/**
+ * Every coordinator answer: errors travel as values because RPC drops custom
+ * error properties. `run` and `acquire` answers carry the shard's load hint.
+ */
+export type Reply<T> = ({ ok: true; value: T } | { ok: false; error: ErrorShape }) & { hint?: ShardHint };
 
 /** Per-call options a borrower may send. */
 export interface CallOptions {

@@ -1,8 +1,9 @@
 import type { Duplex } from "node:stream";
 import { PoolError } from "./errors.ts";
 import { showValue } from "./show.ts";
-import { wireTarget, type PoolTarget } from "./pool.ts";
+import { wireShards, wireTarget, type PoolTarget } from "./pool.ts";
 import type { WireMode, WireTarget } from "./protocol.ts";
+import { routed } from "./shards.ts";
 import { WireSocket } from "./socket.ts";
 import { openTunnel } from "./websocket.ts";
 
@@ -34,7 +35,7 @@ const POOL_KEYS = new Set([
   "maxConnections", "minConnections", "initialConnections", "minIdle", "maxIdle", "acquireTimeoutMs",
   "maxWaiters", "idleTimeoutMs", "maxLifetimeMs", "maxUses", "reuseCooldownMs", "leaseTimeoutMs",
   "connectTimeoutMs", "maxConcurrentConnects", "resetQuery", "validateAfterIdleMs", "queryTimeoutMs",
-  "maxPreparedStatements",
+  "maxPreparedStatements", "budget", "shards", "locationHint",
 ]);
 
 /**
@@ -49,9 +50,15 @@ export function connect(target: PoolTarget | WireTarget, options: WireOptions): 
 
 function open(target: PoolTarget | WireTarget, tenant: string, mode: WireMode, token: string | undefined): WireSocket {
   if (typeof target === "string") return new WireSocket(openTunnel(target, { tenant, mode, token }));
-  const inbound = new TransformStream<Uint8Array, Uint8Array>(undefined, new ByteLengthQueuingStrategy({ highWaterMark: INBOUND_HIGH_WATER_BYTES }));
-  const outbound = wireTarget(target, tenant).wire(tenant, { mode }, inbound.readable);
-  return new WireSocket(outbound.then((readable) => ({ readable, writable: inbound.writable })));
+  const shards = wireShards(target, tenant);
+  const attempt = (to: WireTarget) => {
+    const inbound = new TransformStream<Uint8Array, Uint8Array>(undefined, new ByteLengthQueuingStrategy({ highWaterMark: INBOUND_HIGH_WATER_BYTES }));
+    return to.wire(tenant, { mode }, inbound.readable).then((readable) => ({ readable, writable: inbound.writable }));
+  };
+  if (!shards) return new WireSocket(attempt(wireTarget(target, tenant)));
+  // WireSocket writes nothing before the call answers, so a call that failed sent nothing: another shard may take the session.
+  const opened = routed(shards.router, shards.stubOf, async (stub) => ({ ok: true, value: await attempt(stub) }), () => true);
+  return new WireSocket(opened.then(({ answer, leave }) => (leave(), answer.value)));
 }
 
 /**

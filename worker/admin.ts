@@ -3,6 +3,7 @@ import type { Reply } from "../src/protocol.ts";
 import { showValue } from "../src/show.ts";
 import { MAX_TOKEN_TTL_SECONDS, mintToken, sameSecret } from "./auth.ts";
 import type { PoolCoordinator } from "./coordinator.ts";
+import { LOCATION_HINTS } from "./pool/options.ts";
 
 const STATUS: Partial<Record<PoolErrorCode, number>> = {
   BAD_REQUEST: 400, INVALID_OPTION: 400, UNAUTHORIZED: 401, UNKNOWN_TENANT: 404, POOL_CLOSED: 409,
@@ -39,13 +40,16 @@ export async function checkAdmin(request: Request, adminToken: unknown): Promise
  * `PUT|GET|DELETE /v1/tenants/:tenant` and `POST /v1/tenants/:tenant/tokens`,
  * after `checkAdmin`. The tenant name was checked by the router.
  */
-export async function admin(request: Request, tenant: string, action: string | undefined, coordinator: DurableObjectStub<PoolCoordinator>, secret: string): Promise<Response> {
+export async function admin(request: Request, tenant: string, action: string | undefined, coordinator: DurableObjectStub<PoolCoordinator>, secret: string, placed?: (locationHint: DurableObjectLocationHint) => DurableObjectStub<PoolCoordinator>): Promise<Response> {
   const route = `${request.method} ${action ?? ""}`;
   if (route === "GET ") return respond(await coordinator.describe(tenant));
   if (route === "DELETE ") return respond(await coordinator.remove(tenant));
   if (route === "PUT ") {
     const { connectionString, ...options } = await body(request, tenant);
-    return respond(await coordinator.configure(tenant, { connectionString, options }));
+    // A hint counts on an object's first get() only: the PUT that creates the tenant places shard 0 (the coordinator checks the value).
+    const hint = (LOCATION_HINTS as readonly unknown[]).includes(options.locationHint) ? (options.locationHint as DurableObjectLocationHint) : undefined;
+    const stub = hint && placed ? placed(hint) : coordinator;
+    return respond(await stub.configure(tenant, { connectionString, options }));
   }
   if (route === "POST tokens") {
     const { ttlSeconds = DEFAULT_TOKEN_TTL_SECONDS, ...rest } = await body(request, tenant, true);

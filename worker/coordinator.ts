@@ -15,7 +15,9 @@ import type { ActivitySample, TenantActivity } from "./activity.ts";
 import { callOption, reply } from "./reply.ts";
 import type { Connector } from "./server/socket.ts";
 import { BudgetLink } from "./budget/link.ts";
-import type { PoolOptions } from "./pool/options.ts";
+import { shardOptions, type PoolOptions } from "./pool/options.ts";
+import { shardName, type ShardHint } from "../src/shards.ts";
+import { sumShards, type ShardedStats } from "./shards.ts";
 import { checkTenant, configFromEnv, DEFAULT_TENANT, maskPassword, resolveConfig, type TenantConfig } from "./tenant.ts";
 
 /** A tenant's configuration as the admin API shows it: never the password. */
@@ -32,7 +34,10 @@ function view(tenant: string, config: TenantConfig): TenantView {
 interface StoredTenant {
   tenant: string;
   config: TenantConfig;
+  /** Which of the tenant's shards this object is; 0 (absent) for the tenant's own object, its config home. */
+  shard?: number;
 }
+
 
 /** The headers the coordinator Worker forwards a tunnel's checked per-session options in. */
 export const SESSION_OPTION_HEADERS: readonly (readonly [keyof CallOptions, string])[] = [
@@ -54,6 +59,8 @@ const sockets: Connector = (address, options) => connect(address, options);
 export class PoolCoordinator extends DurableObject<Env> implements CoordinatorApi {
   private tenant: string | undefined;
   private config: TenantConfig | undefined;
+  /** Which of the tenant's shards this object serves (`tenant#i` for i > 0). */
+  private shard = 0;
   private front: FrontDoor | undefined;
   private nextLeaseId = 1;
   /** When the janitor wants to run next, as the pool last said. */
@@ -74,6 +81,7 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
     this.reportIntervalMs = reportInterval(env.EDGEPOOL_REPORT_INTERVAL_MS);
     const stored = ctx.storage.kv.get<StoredTenant>("tenant");
     // Opening initialConnections when the coordinator starts, not on the first borrower.
+    this.shard = stored?.shard ?? 0;
     if (stored) this.start(stored.tenant, stored.config);
   }
 
@@ -81,11 +89,50 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
   async configure(tenant: string, input: { connectionString?: unknown; options?: unknown }): Promise<Reply<TenantView>> {
     return reply(String(tenant), async () => {
       this.checkRoute(checkTenant(tenant));
+      if (this.shard !== 0) throw new PoolError("BAD_REQUEST", tenant, `this object is shard ${this.shard} of tenant "${tenant}"; configure the tenant itself`);
       const config = resolveConfig(tenant, input ?? {});
+      const before = this.config?.options.shards ?? 1;
       this.ctx.storage.kv.put("tenant", { tenant, config } satisfies StoredTenant);
       this.start(tenant, config);
+      await this.layout(tenant, config, before);
       // Listed at once; if the directory cannot be reached, the next report (which carries the config) registers it.
       await directoryFor(this.env, tenant)?.register(view(tenant, config), Date.now()).catch(() => this.changed());
+      return view(tenant, config);
+    });
+  }
+
+  /**
+   * Shard 0 configures its sibling shards `tenant#1..` with the tenant's
+   * config (each runs on its share), and removes the shards a smaller
+   * `shards` left over (they drain: in-flight work finishes).
+   */
+  private async layout(tenant: string, config: TenantConfig, before: number): Promise<void> {
+    const shards = config.options.shards ?? 1;
+    const calls: Promise<Reply<unknown>>[] = [];
+    for (let i = 1; i < shards; i++) calls.push(this.sibling(tenant, i).configureShard(tenant, config, i));
+    for (let i = shards; i < before; i++) calls.push(this.sibling(tenant, i).remove(tenant));
+    const answers = await Promise.all(calls);
+    const failed = answers.find((a) => !a.ok);
+    if (failed && !failed.ok) throw new PoolError("INTERNAL", tenant, `tenant "${tenant}": a shard could not be configured: ${failed.error.message}`);
+  }
+
+  /** The stub of shard `i` of this tenant, placed by the tenant's `locationHint`. */
+  private sibling(tenant: string, shard: number): DurableObjectStub<PoolCoordinator> {
+    const namespace = this.env.EDGEPOOL;
+    const locationHint = this.config?.options.locationHint;
+    return namespace.get(namespace.idFromName(shardName(tenant, shard)), locationHint ? { locationHint } : undefined);
+  }
+
+  /** Makes this object shard `shard` (> 0) of `tenant`, with the tenant's config; called by shard 0. */
+  async configureShard(tenant: string, input: TenantConfig, shard: number): Promise<Reply<TenantView>> {
+    return reply(String(tenant), async () => {
+      this.checkRoute(checkTenant(tenant));
+      if (!Number.isSafeInteger(shard) || shard < 1) throw new PoolError("BAD_REQUEST", tenant, `shard ${String(shard)} must be an integer >= 1`);
+      const config = resolveConfig(tenant, input ?? {});
+      if (shard >= (config.options.shards ?? 1)) throw new PoolError("BAD_REQUEST", tenant, `shard ${shard} is beyond shards = ${config.options.shards ?? 1}`);
+      this.shard = shard;
+      this.ctx.storage.kv.put("tenant", { tenant, config, shard } satisfies StoredTenant);
+      this.start(tenant, config);
       return view(tenant, config);
     });
   }
@@ -106,10 +153,12 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
   async remove(tenant: string): Promise<Reply<{ tenant: string; leased: number }>> {
     return reply(String(tenant), async () => {
       const front = this.frontFor(tenant);
+      const shards = this.shard === 0 ? (this.config?.options.shards ?? 1) : 1;
       this.ctx.storage.kv.delete("tenant");
       this.config = undefined;
       this.reportAt = undefined;
-      await directoryFor(this.env, tenant)?.unregister(tenant);
+      if (this.shard === 0) await directoryFor(this.env, tenant)?.unregister(tenant);
+      await Promise.all(Array.from({ length: shards - 1 }, (_, i) => this.sibling(tenant, i + 1).remove(tenant)));
       const { leased } = front.stats();
       void front.drain();
       return { tenant, leased };
@@ -170,7 +219,7 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
 
   /** A built-in one-shot: one batch of frontend bytes in transaction mode, answered up to its last ReadyForQuery. */
   async run(tenant: string, bytes: Uint8Array, options?: CallOptions): Promise<Reply<Uint8Array>> {
-    return reply(String(tenant), async () => {
+    return this.hinted(reply(String(tenant), async () => {
       const front = this.frontFor(tenant);
       checkBatch(tenant, bytes);
       const runner = front.batches("transaction", { acquireTimeoutMs: callOption(tenant, options, "acquireTimeoutMs") });
@@ -179,21 +228,48 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
       } finally {
         void runner.endWhenDone();
       }
-    });
+    }));
   }
 
   /** A built-in lease (session mode): one connection pinned until `release()` or until the caller's stub is disposed. */
   async acquire(tenant: string, options?: CallOptions): Promise<Reply<Acquired>> {
-    return reply(String(tenant), async () => {
+    return this.hinted(reply(String(tenant), async () => {
       const front = this.frontFor(tenant);
       const { runner, pid } = await front.lease({ acquireTimeoutMs: callOption(tenant, options, "acquireTimeoutMs") });
       const id = this.nextLeaseId++;
       return { id, pid, lease: new LeaseTarget(front, runner, id) };
+    }));
+  }
+
+  /** An answer with this shard's load hint: clients learn the shard count and pick the less loaded of two shards. */
+  private async hinted<T>(answer: Promise<Reply<T>>): Promise<Reply<T>> {
+    const value = await answer;
+    if (!this.front || !this.config) return value;
+    const hint: ShardHint = { shards: this.config.options.shards ?? 1, load: this.front.load() };
+    return { ...value, hint };
+  }
+
+  /**
+   * The tenant pool's live counters, its client sessions and its sizing
+   * verdict. Shard 0 of a sharded tenant answers the sums over all shards,
+   * with each shard's own counters under `shards`.
+   */
+  async stats(tenant: string): Promise<Reply<ShardedStats>> {
+    return reply(String(tenant), async () => {
+      const own = this.frontFor(tenant).stats();
+      const shards = this.shard === 0 ? (this.config?.options.shards ?? 1) : 1;
+      if (shards <= 1) return own;
+      const others = await Promise.all(Array.from({ length: shards - 1 }, async (_, i) => {
+        const answer = await this.sibling(tenant, i + 1).shardStats(tenant);
+        if (!answer.ok) throw new PoolError("INTERNAL", tenant, `tenant "${tenant}" shard ${i + 1}: ${answer.error.message}`);
+        return { ...(answer.value as FrontStats), shard: i + 1 };
+      }));
+      return sumShards([{ ...own, shard: 0 }, ...others]);
     });
   }
 
-  /** The tenant pool's live counters, its client sessions and its sizing verdict. */
-  async stats(tenant: string): Promise<Reply<FrontStats>> {
+  /** One shard's own counters (what shard 0 sums). */
+  async shardStats(tenant: string): Promise<Reply<FrontStats>> {
     return reply(String(tenant), async () => this.frontFor(tenant).stats());
   }
 
@@ -243,12 +319,14 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
   private start(tenant: string, config: TenantConfig): FrontDoor {
     this.tenant = tenant;
     this.config = config;
+    config = { ...config, options: shardOptions(config.options, this.shard) };
     if (this.front) {
       this.front.configure(config);
       return this.front;
     }
     this.front = new FrontDoor({
       tenant,
+      shard: this.shard,
       clock: systemClock,
       connector: sockets,
       schedule: (at) => {
@@ -299,7 +377,8 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
    * after the last one. Cheap on the hot path (one comparison once due).
    */
   private changed(): void {
-    if (this.reportAt !== undefined || !this.env.EDGEPOOL_DIRECTORY) return;
+    // The directory lists tenants: shard 0 reports for its tenant, the other shards do not overwrite it.
+    if (this.reportAt !== undefined || !this.env.EDGEPOOL_DIRECTORY || this.shard !== 0) return;
     this.reportAt = Math.max(Date.now(), this.lastReportAt + this.reportIntervalMs);
     this.arm();
   }

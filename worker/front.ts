@@ -35,6 +35,8 @@ export interface RunOptions {
 /** What the front door needs from its host (the Durable Object). */
 export interface FrontDeps {
   tenant: string;
+  /** Which of the tenant's shards this front door serves (0 unless `shards` > 1); its connections' `application_name` says so. */
+  shard?: number;
   clock: Clock;
   connector: Connector;
   /** Asks the host to run `sweep()` at this time (the Durable Object's alarm). */
@@ -184,6 +186,11 @@ export class FrontDoor {
     return { runner, pid: backend.pid };
   }
 
+  /** Borrowers holding or waiting for a connection of the current pool (the shard's load hint). */
+  load(): number {
+    return this.pool.load();
+  }
+
   stats(): FrontStats {
     const s = this.counters;
     return {
@@ -248,7 +255,7 @@ export class FrontDoor {
 
   private driver(config: TenantConfig, pool: () => Pool<ServerConnection>) {
     return serverDriver(
-      { connectionString: config.connectionString, tenant: this.tenant, options: config.options, onBroken: (c) => pool().markBroken(c) },
+      { connectionString: config.connectionString, tenant: this.tenant, shard: this.deps.shard, options: config.options, onBroken: (c) => pool().markBroken(c) },
       this.deps.connector,
     );
   }

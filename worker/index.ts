@@ -10,6 +10,7 @@ import { observe } from "./observe.ts";
 import { callOption } from "./reply.ts";
 import { checkTenant } from "./tenant.ts";
 import { refuse } from "./tunnel.ts";
+import { notDelivered, routed, routerFor, shardName } from "../src/shards.ts";
 
 export { Budget } from "./budget/object.ts";
 export { PoolCoordinator } from "./coordinator.ts";
@@ -34,20 +35,24 @@ export class PoolService extends WorkerEntrypoint<Env> {
   }
 
   run(tenant: string, bytes: Uint8Array, options?: CallOptions) {
-    return route(this.env, tenant, (c) => c.run(tenant, bytes, options));
+    // A one-shot may have run when its call broke: only an undelivered one goes to another shard.
+    return sharded(this.env, tenant, (c) => c.run(tenant, bytes, options), notDelivered);
   }
 
   /** A driver's session (see `PoolCoordinator.connect`); the streams pass through to the tenant's coordinator. */
   async wire(tenant: string, options: { mode?: WireMode } | undefined, inbound: ReadableStream<Uint8Array>): Promise<ReadableStream<Uint8Array>> {
     try {
-      return await coordinatorFor(this.env, tenant).wire(tenant, options, inbound);
+      checkTenant(tenant);
+      const { answer, leave } = await routed(routerFor(this.env.EDGEPOOL, tenant), (shard) => shardFor(this.env, tenant, shard), async (c) => ({ ok: true, value: await c.wire(tenant, options, inbound) }), notDelivered);
+      leave();
+      return answer.value;
     } catch (error) {
       return refuse(inbound, error, String(tenant));
     }
   }
 
   acquire(tenant: string, options?: CallOptions) {
-    return route(this.env, tenant, (c) => c.acquire(tenant, options));
+    return sharded(this.env, tenant, (c) => c.acquire(tenant, options), () => true);
   }
 
   stats(tenant: string) {
@@ -85,7 +90,8 @@ const handler = {
         return respond(await coordinator.stats(tenant));
       }
       await checkAdmin(request, env.EDGEPOOL_ADMIN_TOKEN);
-      return await admin(request, tenant, match[2], coordinator, tokenSecret(env, tenant));
+      const placed = (locationHint: DurableObjectLocationHint) => env.EDGEPOOL.get(env.EDGEPOOL.idFromName(tenant), { locationHint });
+      return await admin(request, tenant, match[2], coordinator, tokenSecret(env, tenant), placed);
     } catch (error) {
       return fail(error, tenant);
     }
@@ -135,6 +141,23 @@ async function connectRoute(request: Request, env: Env, tenant: string, coordina
   headers.set("X-Edgepool-Auth", password ? "password" : "token");
   for (const [header, value] of options) headers.set(header, String(value));
   return coordinator.fetch(new Request(request, { headers }));
+}
+
+/** Shard `shard` of a tenant's coordinators (`tenant`, `tenant#1`, ...). */
+function shardFor(env: Env, tenant: string, shard: number): DurableObjectStub<PoolCoordinator> {
+  return env.EDGEPOOL.get(env.EDGEPOOL.idFromName(shardName(tenant, shard)));
+}
+
+/** A session on one of the tenant's shards, picked by power of two choices (`routed`); a bad tenant name comes back as a `BAD_REQUEST` reply. */
+async function sharded<T>(env: Env, tenant: string, call: (c: DurableObjectStub<PoolCoordinator>) => Promise<Reply<T>>, retryOnThrow: (error: unknown) => boolean): Promise<Reply<T>> {
+  try {
+    checkTenant(tenant);
+    const { answer, leave } = await routed(routerFor(env.EDGEPOOL, tenant), (shard) => shardFor(env, tenant, shard), call, retryOnThrow);
+    leave();
+    return answer;
+  } catch (error) {
+    return { ok: false, error: toShape(error, String(tenant)) } satisfies Reply<never>;
+  }
 }
 
 /** Calls the tenant's coordinator; a bad tenant name comes back as a `BAD_REQUEST` reply. */

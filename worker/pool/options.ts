@@ -27,7 +27,20 @@ export interface PoolOptions {
   maxPreparedStatements: number;
   /** The connection budget (`/v1/budgets/:name`) this tenant's server connections count against; none by default. */
   budget?: string;
+  /** Coordinators (Durable Objects) the tenant is spread over (absent: 1); `maxConnections` and the other counts are split across them. */
+  shards?: number;
+  /** Cloudflare's region hint for every shard's Durable Object (honoured on an object's first `get()`); none by default. */
+  locationHint?: LocationHint;
 }
+
+/** Cloudflare's Durable Object location hints. */
+export const LOCATION_HINTS = ["wnam", "enam", "sam", "weur", "eeur", "apac", "oc", "afr", "me"] as const;
+
+/** One of Cloudflare's Durable Object location hints. */
+export type LocationHint = (typeof LOCATION_HINTS)[number];
+
+/** Most shards a tenant may have. */
+export const MAX_SHARDS = 64;
 
 /** Defaults of design §3. `maxIdle` defaults to `maxConnections` and is filled in by `resolveOptions`. */
 export const DEFAULTS: Readonly<Omit<PoolOptions, "maxIdle">> = {
@@ -59,7 +72,7 @@ export const MAX_LIFETIME_CAP_MS = 15 * 60_000;
 export const MAX_RESULT_BYTES_CAP = 30 * 1024 * 1024;
 
 /** Smallest value each numeric option accepts; `0` has the meaning design §3 gives it. */
-const MINIMUM: Record<Exclude<keyof PoolOptions, "resetQuery" | "budget">, number> = {
+const MINIMUM: Record<Exclude<keyof PoolOptions, "resetQuery" | "budget" | "locationHint" | "shards">, number> = {
   maxConnections: 0,
   minConnections: 0,
   initialConnections: 0,
@@ -81,7 +94,10 @@ const MINIMUM: Record<Exclude<keyof PoolOptions, "resetQuery" | "budget">, numbe
   maxPreparedStatements: 0,
 };
 
-const KEYS = new Set<string>([...Object.keys(MINIMUM), "resetQuery", "budget"]);
+/** Options whose value is a string (from `EDGEPOOL_*` variables as is). */
+const STRING_KEYS = ["resetQuery", "budget", "locationHint"];
+
+const KEYS = new Set<string>([...Object.keys(MINIMUM), "shards", ...STRING_KEYS]);
 
 /**
  * Checks user options up front and returns the complete set: unknown keys,
@@ -107,6 +123,9 @@ export function resolveOptions(tenant: string, input: Record<string, unknown> = 
   if (merged.budget !== undefined && !isBudgetName(merged.budget)) {
     throw invalid(tenant, "budget", merged.budget, `must name a budget: 1-63 letters, digits, "_" or "-", starting with a letter or digit`);
   }
+  if (merged.locationHint !== undefined && !(LOCATION_HINTS as readonly unknown[]).includes(merged.locationHint)) {
+    throw invalid(tenant, "locationHint", merged.locationHint, `must be one of ${LOCATION_HINTS.join(", ")}`);
+  }
   const options = { ...merged, maxIdle: merged.maxIdle ?? merged.maxConnections } as PoolOptions;
   if (options.minConnections > options.maxConnections) {
     throw invalid(tenant, "minConnections", options.minConnections, `must not exceed maxConnections (${options.maxConnections})`);
@@ -120,7 +139,33 @@ export function resolveOptions(tenant: string, input: Record<string, unknown> = 
   if (options.maxResultBytes > MAX_RESULT_BYTES_CAP) {
     throw invalid(tenant, "maxResultBytes", options.maxResultBytes, `must be at most ${MAX_RESULT_BYTES_CAP} (RPC carries 32 MiB at most)`);
   }
+  const { shards } = options;
+  if (shards !== undefined) {
+    if (typeof shards !== "number" || !Number.isSafeInteger(shards) || shards < 1 || shards > MAX_SHARDS) {
+      throw invalid(tenant, "shards", shards, `must be an integer from 1 to ${MAX_SHARDS}`);
+    }
+    if (shards > 1 && options.maxConnections < shards) {
+      throw invalid(tenant, "shards", shards, `must not exceed maxConnections (${options.maxConnections}): each shard needs at least one connection`);
+    }
+  }
   return options;
+}
+
+/** Counts split across a tenant's shards, each by `share()`. */
+const SPLIT = ["maxConnections", "minConnections", "initialConnections", "minIdle", "maxIdle"] as const;
+
+/** Shard `shard`'s part of `total` over `shards`: an equal part, the remainder to the first shards (40 over 4: 10 each; 10 over 4: 3, 3, 2, 2). */
+export function share(total: number, shards: number, shard: number): number {
+  return Math.floor(total / shards) + (shard < total % shards ? 1 : 0);
+}
+
+/** The options one shard's pool runs with: the tenant's, with its counts split (monotone, so min ≤ max still holds). */
+export function shardOptions(options: PoolOptions, shard: number): PoolOptions {
+  const shards = options.shards ?? 1;
+  if (shards <= 1) return options;
+  const part = { ...options };
+  for (const key of SPLIT) part[key] = share(options[key], shards, shard);
+  return part;
 }
 
 /**
@@ -135,7 +180,7 @@ export function optionsFromEnv(env: Record<string, unknown>): Record<string, unk
     // Bindings (objects) are not option values, even when their names look like one.
     if (raw === undefined || (typeof raw === "object" && raw !== null)) continue;
     const number = typeof raw === "string" && raw.trim() !== "" ? Number(raw) : Number.NaN;
-    options[key] = key === "resetQuery" || key === "budget" || Number.isNaN(number) ? raw : number;
+    options[key] = STRING_KEYS.includes(key) || Number.isNaN(number) ? raw : number;
   }
   return options;
 }

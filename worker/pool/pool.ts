@@ -351,6 +351,11 @@ export class Pool<H> {
     });
   }
 
+  /** Borrowers holding or waiting for a connection: the load hint a shard gives its clients (cheaper than `stats()`). */
+  load(): number {
+    return this.sets.leased.size + this.sets.validating.size + this.waiters.length;
+  }
+
   /** Live counters for `stats()`. */
   stats(): PoolStats {
     const m = this.metrics;

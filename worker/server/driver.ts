@@ -9,6 +9,8 @@ import type { Connector } from "./socket.ts";
 export interface ServerDriverConfig {
   connectionString: string;
   tenant: string;
+  /** Which of the tenant's shards this pool is (0 unless `shards` > 1). */
+  shard?: number;
   options: PoolOptions;
   /** Called when a connection closes by itself (server restart, `pg_terminate_backend`). */
   onBroken: (connection: ServerConnection) => void;
@@ -33,9 +35,9 @@ const isDiscardAll = (query: string) => /^\s*discard\s+all\s*;?\s*$/i.test(query
 /** SQLSTATEs that mean the server ended the session (admin shutdown, crash shutdown, cannot connect now). */
 const FATAL_CODES = new Set(["57P01", "57P02", "57P03"]);
 
-/** The `application_name` every pool connection of a tenant carries (visible in pg_stat_activity). */
-export function applicationName(tenant: string): string {
-  return `edgepool:${tenant}`.slice(0, 63);
+/** The `application_name` every pool connection of a tenant carries (visible in pg_stat_activity): `edgepool:<tenant>`, and `edgepool:<tenant>#<i>` on shard i > 0. */
+export function applicationName(tenant: string, shard = 0): string {
+  return `edgepool:${tenant}${shard > 0 ? `#${shard}` : ""}`.slice(0, 63);
 }
 
 /**
@@ -49,7 +51,7 @@ export function serverDriver(config: ServerDriverConfig, connector: Connector): 
   const keepPrepared = isDiscardAll(options.resetQuery);
   const resetDrops = !keepPrepared && DROPS_STATEMENTS.test(options.resetQuery);
   const parameters = {
-    application_name: applicationName(config.tenant),
+    application_name: applicationName(config.tenant, config.shard),
     // Safety net: a transaction left open by a coordinator that vanished is ended by the server.
     idle_in_transaction_session_timeout: String(options.leaseTimeoutMs * 2),
   };
