@@ -203,8 +203,11 @@ export async function startSplit(
 // ---------------------------------------------------------------------------------------------
 // pgbouncer
 
-/** pgbouncer in transaction mode with a pool of POOL_SIZE, from a temporary ini; the cleanup stops it and removes the files. */
-export async function startPgbouncer(bin: string, db: URL): Promise<{ url: string; pid: number }> {
+/**
+ * pgbouncer with a pool of POOL_SIZE, from a temporary ini; the cleanup stops it and removes the files.
+ * Transaction mode unless told otherwise; `settings`, more `[pgbouncer]` lines (`max_prepared_statements = 100`).
+ */
+export async function startPgbouncer(bin: string, db: URL, mode: "transaction" | "session" = "transaction", settings: string[] = []): Promise<{ url: string; pid: number }> {
   const dir = mkdtempSync(join(os.tmpdir(), "edgepool-pgbouncer-"));
   onCleanup("pgbouncer files", () => rmSync(dir, { recursive: true, force: true }));
   const port = await freePort();
@@ -223,7 +226,7 @@ export async function startPgbouncer(bin: string, db: URL): Promise<{ url: strin
     "auth_type = scram-sha-256",
     `admin_users = ${user}`,
     `auth_file = ${join(dir, "userlist.txt")}`,
-    "pool_mode = transaction",
+    `pool_mode = ${mode}`,
     `default_pool_size = ${POOL_SIZE}`,
     `max_db_connections = ${POOL_SIZE}`,
     "min_pool_size = 0",
@@ -233,6 +236,7 @@ export async function startPgbouncer(bin: string, db: URL): Promise<{ url: strin
     "log_connections = 0",
     "log_disconnections = 0",
     "log_stats = 0",
+    ...settings,
     "",
   ].join("\n"), { mode: 0o600 });
   // pgbouncer refuses to run as root: as root, it drops to the postgres user (-u).
@@ -265,7 +269,7 @@ export async function startPgbouncer(bin: string, db: URL): Promise<{ url: strin
       await probe.end({ timeout: 0 });
     }
   }
-  log(`${tool(bin, ["--version"]).split("\n")[0]} (pid ${child.pid}) on 127.0.0.1:${port}, transaction mode, pool ${POOL_SIZE}`);
+  log(`${tool(bin, ["--version"]).split("\n")[0]} (pid ${child.pid}) on 127.0.0.1:${port}, ${mode} mode, pool ${POOL_SIZE}`);
   return { url, pid: child.pid! };
 }
 
