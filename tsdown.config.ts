@@ -9,11 +9,10 @@ import { defineConfig } from "tsdown";
  * One build serves every runtime (Workers with nodejs_compat, Node >= 22, Deno, Bun): the client
  * uses only what all of them provide, so package.json has no runtime-specific export conditions.
  *
- * `edgepool proxy` (issue 10), when it lands: a second config in this array for its file with
- * `platform: "node"` (tsdown keeps the `#!/usr/bin/env node` line), and
- * `"bin": { "edgepool": "./dist/<name>.js" }` in package.json; test/package checks the tarball.
+ * The second config is the `edgepool` command (package.json `bin`, `edgepool proxy`): Node only,
+ * no types, its `#!/usr/bin/env node` line kept (tsdown cleans dist/ once, before both builds).
  */
-export default defineConfig({
+export default defineConfig([{
   entry: { index: "src/index.ts", worker: "worker/index.ts" },
   format: "esm",
   // Workers, Deno, Bun and Node 22 all run ES2022; `neutral` leaves `node:*` to the runtime.
@@ -27,4 +26,17 @@ export default defineConfig({
   sourcemap: false,
   fixedExtension: false,
   report: false,
-});
+}, {
+  entry: { edgepool: "bin/edgepool.ts" },
+  format: "esm",
+  platform: "node",
+  target: "node22",
+  outDir: "dist",
+  clean: false,
+  dts: false,
+  tsconfig: "tsconfig.build.json",
+  deps: { neverBundle: [/^cloudflare:/, /^node:/] },
+  sourcemap: false,
+  fixedExtension: false,
+  report: false,
+}]);

@@ -19,6 +19,7 @@ function fail(message: string): never {
 }
 
 async function proxy(args: string[]): Promise<void> {
+  if (args.includes("--help") || args.includes("-h")) return void process.stdout.write(`${USAGE}\n`);
   // A token on the command line would show in `ps`: refuse it before anything else, without echoing it.
   if (args.some((a) => /^--?(token|password)(=|$)/.test(a))) fail("pass the token in the EDGEPOOL_TOKEN environment variable, not on the command line (it would show in process listings)");
   let parsed;
@@ -72,4 +73,5 @@ async function proxy(args: string[]): Promise<void> {
 
 const [command, ...rest] = process.argv.slice(2);
 if (command === "proxy") await proxy(rest);
+else if (command === "--help" || command === "-h" || command === "help") process.stdout.write(`${USAGE}\n`);
 else fail(command ? `unknown command ${JSON.stringify(command)}` : "a command is needed");

@@ -7,7 +7,7 @@
 import { spawn } from "node:child_process";
 import { cpSync, existsSync, mkdirSync, mkdtempSync, readFileSync, readdirSync, rmSync, symlinkSync } from "node:fs";
 import { tmpdir } from "node:os";
-import { join } from "node:path";
+import { dirname, join } from "node:path";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { startDev, WRANGLER_ENV, type Dev } from "./wrangler.ts";
@@ -96,6 +96,40 @@ describe("npm install edgepool (the packed tarball) in a fresh project", () => {
       expect(await sql`select tag from package_probe where tag = ${`package-${tenant}`}`).toHaveLength(1);
     });
   }
+
+  it("the installed `edgepool` command (package.json bin, what `npx edgepool` runs) proxies psql to the coordinator Worker", async () => {
+    const tenant = `pkg-bin-${crypto.randomUUID().slice(0, 8)}`;
+    await admin("PUT", `/v1/tenants/${tenant}`, { connectionString: databaseUrl, maxConnections: 1 });
+    const { token } = (await admin("POST", `/v1/tenants/${tenant}/tokens`, { ttlSeconds: 600 })) as { token: string };
+    const bin = join(project, "node_modules/.bin/edgepool");
+    // Its `#!/usr/bin/env node` finds the Node 22 this test runs on (engines: node >= 22).
+    const env = { PATH: `${dirname(process.execPath)}:${process.env.PATH}` };
+    const help = await run(bin, ["proxy", "--help"], project, env);
+    expect(help.code, help.stderr).toBe(0);
+    expect(help.stdout).toContain("usage: edgepool proxy <coordinator-url>");
+    const proxy = spawn(bin, ["proxy", coordinator.url, "--tenant", tenant, "--port", "0"], { cwd: project, env: { ...process.env, ...env, EDGEPOOL_TOKEN: token }, stdio: ["ignore", "pipe", "pipe"] });
+    const exited = new Promise((resolve) => proxy.once("exit", resolve));
+    try {
+      let output = "";
+      const port = await new Promise<number>((resolve, reject) => {
+        const timer = setTimeout(() => reject(new Error(`edgepool proxy did not listen within 10 s:\n${output}`)), 10_000);
+        proxy.stderr.on("data", (d) => {
+          output += d;
+          const match = /listening on [^\s]+:(\d+) /.exec(output);
+          if (!match) return;
+          clearTimeout(timer);
+          resolve(Number(match[1]));
+        });
+        void exited.then((code) => reject(new Error(`edgepool proxy exited (${code}):\n${output}`)));
+      });
+      const psql = await run("psql", ["-X", "-At", "-h", "127.0.0.1", "-p", String(port), "-U", "edgepool", "-d", "postgres", "-c", "select 1"], project, { PGCONNECT_TIMEOUT: "10", PGPASSWORD: "" });
+      expect(psql.code, psql.stderr).toBe(0);
+      expect(psql.stdout.trim()).toBe("1");
+    } finally {
+      proxy.kill("SIGTERM");
+      await exited;
+    }
+  });
 
   it("a Worker hosting the Durable Object itself (wrangler.toml) builds with wrangler deploy --dry-run and answers under wrangler dev", async () => {
     const build = await run(process.execPath, [join(repo, "node_modules/wrangler/bin/wrangler.js"), "deploy", "--dry-run", "--outdir", "out-own", "--config", "wrangler.toml"], project);

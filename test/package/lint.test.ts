@@ -13,7 +13,7 @@ describe("the packed package", () => {
   it("holds only what users run, its types, README, LICENSE and CHANGELOG", () => {
     const files = inject("packedFiles");
     expect(files.filter((f) => !/^dist\/[\w-]+\.(js|d\.ts)$/.test(f))).toEqual(["CHANGELOG.md", "LICENSE", "README.md", "package.json"]);
-    for (const entry of ["dist/index.js", "dist/index.d.ts", "dist/worker.js", "dist/worker.d.ts"]) expect(files).toContain(entry);
+    for (const entry of ["dist/index.js", "dist/index.d.ts", "dist/worker.js", "dist/worker.d.ts", "dist/edgepool.js"]) expect(files).toContain(entry);
   });
 
   it("publint --strict finds nothing, at every level", async () => {
