@@ -98,7 +98,8 @@ export async function getConnection(target: PoolTarget, options: ClientOptions =
 async function acquire(resolved: Resolved): Promise<Connection> {
   const { tenant, call, direct } = resolved;
   // Nothing of the caller's ran before a lease is granted, so any failed acquire may go to another shard.
-  const { answer, leave } = await session(resolved, (c) => c.acquire(tenant, call), () => true, false);
+  let shard = 0;
+  const { answer, leave } = await session(resolved, (c, s) => ((shard = s), c.acquire(tenant, call)), () => true, false);
   let value: Acquired;
   try {
     value = unwrap(answer);
@@ -108,8 +109,16 @@ async function acquire(resolved: Resolved): Promise<Connection> {
   }
   const { id, pid, lease, close } = value;
   const give = giveBack(lease, close, direct);
+  // A lease call that breaks means its shard went away: new sessions avoid it at once.
+  const watched: LeaseApi = {
+    run: (bytes, options) => lease.run(bytes, options).catch((error: unknown) => {
+      resolved.broken(shard);
+      throw error;
+    }),
+    release: () => lease.release(),
+  };
   // The lease counts on its shard (for this client's choices) until it goes back.
-  return new Connection(tenant, id, pid, lease, call, () => (leave(), give()));
+  return new Connection(tenant, id, pid, watched, call, () => (leave(), give()));
 }
 
 /**
@@ -118,11 +127,11 @@ async function acquire(resolved: Resolved): Promise<Connection> {
  * `routed`); through a service binding or a URL the coordinator Worker does.
  * A one-shot's count on its shard ends with its answer.
  */
-async function session<T>(resolved: Resolved, call: (c: CoordinatorApi) => Promise<Reply<T>>, retryOnThrow: (error: unknown) => boolean, oneShot: boolean): Promise<{ answer: Reply<T>; leave: () => void }> {
+async function session<T>(resolved: Resolved, call: (c: CoordinatorApi, shard: number) => Promise<Reply<T>>, retryOnThrow: (error: unknown) => boolean, oneShot: boolean): Promise<{ answer: Reply<T>; leave: () => void }> {
   const { tenant, router } = resolved;
-  if (!router) return { answer: await rpc(tenant, () => call(resolved.coordinator())), leave: () => {} };
+  if (!router) return { answer: await rpc(tenant, () => call(resolved.coordinator(), 0)), leave: () => {} };
   const routedSession = await rpc(tenant, async () => {
-    const done = await routed(router, resolved.stubOf, call, retryOnThrow);
+    const done = await routed(router, resolved.stubOf, call, retryOnThrow, resolved.broken);
     return { ok: true as const, value: done };
   });
   const done = unwrap(routedSession);
@@ -154,6 +163,8 @@ interface Resolved {
   /** With a Durable Object namespace: the tenant's shards as this isolate knows them, and each shard's stub. */
   router?: ShardRouter;
   stubOf: (shard: number) => CoordinatorApi;
+  /** A call to this shard broke: its stub is dropped (a stub of a reset object keeps failing) and the router avoids it for a while. */
+  broken: (shard: number) => void;
 }
 
 /** Checks client options where they enter and picks the transport for the target. */
@@ -175,7 +186,11 @@ function resolve(target: PoolTarget, options: ClientOptions): Resolved {
       return stub;
     };
     const router = isNamespace(target) ? routerFor(target, tenant) : undefined;
-    return { tenant, call, coordinator: () => stubOf(0), direct: isNamespace(target), router, stubOf };
+    const broken = (shard: number) => {
+      stubs.delete(shard);
+      router?.fail(shard);
+    };
+    return { tenant, call, coordinator: () => stubOf(0), direct: isNamespace(target), router, stubOf, broken };
   }
   if (!/^https?:\/\//.test(target) || !URL.canParse(target)) {
     throw new PoolError("INVALID_OPTION", tenant, `target ${showValue("target", target)} must be the coordinator's http(s) URL`);
@@ -184,7 +199,7 @@ function resolve(target: PoolTarget, options: ClientOptions): Resolved {
     throw new PoolError("INVALID_OPTION", tenant, `option "token" is required for a remote target (POST /v1/tenants/${tenant}/tokens issues one)`);
   }
   const remote = remoteCoordinator(target, tenant, options.token);
-  return { tenant, call, coordinator: () => remote, direct: false, stubOf: () => remote };
+  return { tenant, call, coordinator: () => remote, direct: false, stubOf: () => remote, broken: () => {} };
 }
 
 function isNamespace(target: Exclude<PoolTarget, string>): target is NamespaceLike {

@@ -20,6 +20,9 @@ export function shardName(tenant: string, shard: number): string {
 /** A hint older than this is not trusted: the shard counts as of unknown load. */
 const HINT_TTL_MS = 2_000;
 
+/** The load a broken shard counts as while its mark lasts: any answering shard is chosen first. */
+const BROKEN_LOAD = 1_000_000;
+
 /** Most shards a client believes in (the option's upper bound). */
 const MAX_SHARDS = 64;
 
@@ -53,6 +56,11 @@ export class ShardRouter {
     const { shards, load } = hint as Partial<ShardHint>;
     if (typeof shards === "number" && Number.isSafeInteger(shards) && shards >= 1 && shards <= MAX_SHARDS) this.shards = shards;
     if (typeof load === "number" && Number.isFinite(load)) this.hints.set(shard, { load, at: this.now() });
+  }
+
+  /** A call to `shard` broke (reset, unreachable): new sessions avoid it for a hint's lifetime, then try it again. */
+  fail(shard: number): void {
+    if (this.shards > 1) this.hints.set(shard, { load: BROKEN_LOAD, at: this.now() });
   }
 
   /** Counts a session on `shard` until the returned function is called. */
@@ -94,7 +102,9 @@ export function notDelivered(error: unknown): boolean {
 }
 
 /**
- * One session on a shard picked by `router`: answers the call's reply and
+ * One session on a shard picked by `router` (a broken call marks its shard
+ * and is reported to `broken`, which drops the shard's stub: a stub of a
+ * reset object keeps failing): answers the call's reply and
  * how to end the session's count on its shard. A refusal from a shard that
  * ran nothing (`REROUTE`) or a call `retryOnThrow` deems undelivered goes to
  * another shard, once; anything else is the caller's answer.
@@ -102,17 +112,20 @@ export function notDelivered(error: unknown): boolean {
 export async function routed<R extends { ok: boolean; error?: unknown; hint?: unknown }, C>(
   router: ShardRouter,
   stubOf: (shard: number) => C,
-  call: (stub: C) => Promise<R>,
+  call: (stub: C, shard: number) => Promise<R>,
   retryOnThrow: (error: unknown) => boolean,
+  broken?: (shard: number) => void,
 ): Promise<{ answer: R; leave: () => void }> {
   let shard = router.pick();
   for (let attempt = 0; ; attempt++) {
     const leave = router.enter(shard);
     let answer: R;
     try {
-      answer = await call(stubOf(shard));
+      answer = await call(stubOf(shard), shard);
     } catch (error) {
       leave();
+      router.fail(shard);
+      broken?.(shard);
       if (attempt > 0 || router.shards <= 1 || !retryOnThrow(error)) throw error;
       shard = router.pick(shard);
       continue;
