@@ -40,6 +40,8 @@ export class ShardRouter {
 
   /** Power of two choices: two distinct random shards (other than `avoid`), the less loaded one; a tie goes to the first draw. */
   pick(avoid?: number): number {
+    // The common case (one shard) costs nothing.
+    if (this.shards === 1) return 0;
     const candidates = Array.from({ length: this.shards }, (_, i) => i).filter((i) => i !== avoid);
     if (candidates.length === 0) return 0;
     if (candidates.length === 1) return candidates[0]!;
