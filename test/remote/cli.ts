@@ -1,5 +1,5 @@
 // Child processes for the remote tests: `edgepool proxy` (bin/edgepool.ts under Node 22) and the
-// real Postgres tools (psql, pgbench, pg_dump from /usr/bin), with an environment of their own.
+// real Postgres tools (psql and pgbench from /usr/bin, pg_dump from /usr/lib/postgresql/15/bin), with an environment of their own.
 import { spawn, type ChildProcess } from "node:child_process";
 
 /** The test's environment without libpq's variables or a token: each child gets only what the test gives it. */
