@@ -1,6 +1,6 @@
 // `npm run bench:profile`: where the bench Worker's CPU goes inside workerd. V8's sampling profiler,
 // attached over wrangler's inspector proxy, records each run; the report sums self time per
-// function and per bucket (edgepool src/ and worker/, postgres.js, capnweb, the runtime).
+// function and per bucket (edgepool src/ and worker/, postgres.js, the runtime).
 //
 //   npm run bench:profile                    start Postgres + workerd, profile each run, write + print the reports
 //   npm run bench:profile -- --report DIR    re-aggregate the profiles already in DIR (e.g. with another PROFILE_TOP)
@@ -180,7 +180,6 @@ function bucketOf(frame: CallFrame, file: string): string {
   if (!frame.url) return BUILTINS;
   if (!file) return `runtime JS (${frame.url.replace(/^.*\//, "")})`;
   if (file.includes("node_modules/postgres/")) return "postgres.js";
-  if (file.includes("node_modules/capnweb/")) return "capnweb";
   if (file.includes("node_modules/")) return `node_modules: ${file.split("node_modules/")[1]!.split("/")[0]}`;
   const path = sourcePath(file);
   if (path.startsWith("src/")) return "edgepool src/ (client)";
