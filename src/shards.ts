@@ -36,7 +36,14 @@ export class ShardRouter {
   private readonly hints = new Map<number, { load: number; at: number }>();
   private readonly inflight = new Map<number, number>();
 
-  constructor(private readonly random: () => number = Math.random, private readonly now: () => number = Date.now) {}
+  private readonly random: () => number;
+  private readonly now: () => number;
+
+  // Plain fields, not parameter properties: Node runs src/ by stripping types, which cannot rewrite those.
+  constructor(random: () => number = Math.random, now: () => number = Date.now) {
+    this.random = random;
+    this.now = now;
+  }
 
   /** Power of two choices: two distinct random shards (other than `avoid`), the less loaded one; a tie goes to the first draw. */
   pick(avoid?: number): number {

@@ -1,10 +1,9 @@
-import { spawn, type ChildProcess } from "node:child_process";
-import { createInterface } from "node:readline";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createPool, getConnection, PoolError } from "../../src/index.ts";
 import { freePort } from "../setup/embedded.ts";
 import { startCoordinator } from "./coordinator.ts";
+import { stepClient } from "./steps.ts";
 
 const databaseUrl = inject("databaseUrl");
 let coordinator: Awaited<ReturnType<typeof startCoordinator>>;
@@ -27,28 +26,7 @@ const RUNTIMES = {
 /** Starts the client script under a runtime; resolves each JSON step as it is printed. */
 function client(runtime: keyof typeof RUNTIMES, args: string[]) {
   const [bin, base] = RUNTIMES[runtime];
-  const child: ChildProcess = spawn(bin, [...base, ...args], { stdio: ["ignore", "pipe", "pipe"], env: { ...process.env, NO_COLOR: "1" } });
-  const steps = new Map<string, unknown>();
-  const waiting = new Map<string, (value: unknown) => void>();
-  let stderr = "";
-  child.stderr!.on("data", (d) => (stderr += d));
-  createInterface({ input: child.stdout! }).on("line", (line) => {
-    try {
-      const { step, value } = JSON.parse(line);
-      steps.set(step, value);
-      waiting.get(step)?.(value);
-    } catch {
-      stderr += `${line}\n`;
-    }
-  });
-  const exited = new Promise<number | null>((resolve) => child.on("exit", resolve));
-  return {
-    child,
-    exited,
-    steps,
-    stderr: () => stderr,
-    step: (name: string) => (steps.has(name) ? Promise.resolve(steps.get(name)) : new Promise((resolve) => waiting.set(name, resolve))),
-  };
+  return stepClient(bin, [...base, ...args], { ...process.env, NO_COLOR: "1" });
 }
 
 const tenantName = (prefix: string) => `${prefix}-${crypto.randomUUID().slice(0, 8)}`;

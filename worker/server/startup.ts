@@ -222,7 +222,11 @@ class MessageReader {
   /** Whether any byte came back (over TLS: the handshake succeeded). */
   received = false;
 
-  constructor(private readonly reader: ReadableStreamDefaultReader<Uint8Array>) {}
+  private readonly reader: ReadableStreamDefaultReader<Uint8Array>;
+
+  constructor(reader: ReadableStreamDefaultReader<Uint8Array>) {
+    this.reader = reader;
+  }
 
   async next(): Promise<{ type: number; frame: Uint8Array }> {
     for (;;) {

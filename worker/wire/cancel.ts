@@ -24,7 +24,11 @@ const cryptoInt32: RandomInt32 = () => crypto.getRandomValues(new Int32Array(1))
 export class CancelKeys {
   private readonly byPid = new Map<number, { key: CancelKey; target: Cancellable }>();
 
-  constructor(private readonly random: RandomInt32 = cryptoInt32) {}
+  private readonly random: RandomInt32;
+
+  constructor(random: RandomInt32 = cryptoInt32) {
+    this.random = random;
+  }
 
   /** A fresh key for `target`, until `revoke`. */
   issue(target: Cancellable): CancelKey {
