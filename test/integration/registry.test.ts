@@ -95,7 +95,8 @@ describe("tenant registry", () => {
     await putTenant(tenant, { connectionString: testEnv.DATABASE_URL, maxConnections: 2, acquireTimeoutMs: 20_000 });
     const db = createPool(testEnv.EDGEPOOL, { tenant });
     await Promise.all([1, 2].map(() => db.sql`select 1`));
-    const before = await serverPids(sql, tenant);
+    // The second connection may still be authenticating when both queries are answered (by the first): wait for it.
+    const before = await until(() => serverPids(sql, tenant), (p) => p.length === 2);
     expect(before).toHaveLength(2);
     const running = Array.from({ length: 40 }, (_, i) => db.sql<{ n: number }>`select ${i}::int as n, pg_sleep(0.02)`);
     await sleep(60);
