@@ -3,7 +3,7 @@ import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { createPool, getConnection, PoolError } from "../../src/index.ts";
 import { freePort } from "../setup/embedded.ts";
 import { startCoordinator } from "./coordinator.ts";
-import { stepClient } from "./steps.ts";
+import { killAndTimeIdle, stepClient } from "./steps.ts";
 
 const databaseUrl = inject("databaseUrl");
 let coordinator: Awaited<ReturnType<typeof startCoordinator>>;
@@ -160,19 +160,8 @@ describe("remote built-in clients over the WebSocket tunnel", () => {
       const tag = `held-${tenant}`;
       const [state] = await sql<{ state: string }[]>`select state from pg_stat_activity where pid = ${pid}`;
       expect(state!.state).toBe("idle in transaction");
-      const killedAt = Date.now();
-      run.child.kill("SIGKILL");
-      await run.exited;
       // Bound: the lease is back (transaction rolled back, session reset) within 5 s, far below leaseTimeoutMs (60 s).
-      let returnedMs = -1;
-      while (Date.now() - killedAt < 5_000) {
-        const [row] = await sql<{ state: string }[]>`select state from pg_stat_activity where pid = ${pid}`;
-        if (row?.state === "idle") {
-          returnedMs = Date.now() - killedAt;
-          break;
-        }
-        await new Promise((r) => setTimeout(r, 20));
-      }
+      const returnedMs = await killAndTimeIdle(run, async (p) => (await sql<{ state: string }[]>`select state from pg_stat_activity where pid = ${p}`)[0]?.state, pid);
       expect(returnedMs).toBeGreaterThanOrEqual(0);
       expect(returnedMs).toBeLessThan(5_000);
       expect(await sql`select 1 from remote_probe where tag = ${tag}`).toHaveLength(0);

@@ -4,7 +4,7 @@ import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, inject, it } from "vitest";
 import { cleanEnv } from "./cli.ts";
 import { startCoordinator } from "./coordinator.ts";
-import { stepClient } from "./steps.ts";
+import { killAndTimeIdle, stepClient } from "./steps.ts";
 
 const databaseUrl = inject("databaseUrl");
 let coordinator: Awaited<ReturnType<typeof startCoordinator>>;
@@ -69,18 +69,7 @@ describe("Node 22, Deno and Bun over the WebSocket tunnel", () => {
       const run = client(runtime, [coordinator.url, tenant, token, "hold"]);
       const pid = (await Promise.race([run.step("held"), run.exited.then(() => { throw new Error(run.stderr()); })])) as number;
       expect((await sql<{ state: string }[]>`select state from pg_stat_activity where pid = ${pid}`)[0]).toEqual({ state: "idle in transaction" });
-      const killedAt = Date.now();
-      run.child.kill("SIGKILL");
-      await run.exited;
-      let returnedMs = -1;
-      while (Date.now() - killedAt < 5_000) {
-        const [row] = await sql<{ state: string }[]>`select state from pg_stat_activity where pid = ${pid}`;
-        if (row?.state === "idle") {
-          returnedMs = Date.now() - killedAt;
-          break;
-        }
-        await new Promise((resolve) => setTimeout(resolve, 5));
-      }
+      const returnedMs = await killAndTimeIdle(run, async (p) => (await sql<{ state: string }[]>`select state from pg_stat_activity where pid = ${p}`)[0]?.state, pid);
       console.log(`[runtimes] ${runtime}: transaction rolled back, connection idle ${returnedMs} ms after SIGKILL`);
       expect(returnedMs).toBeGreaterThanOrEqual(0);
       expect(returnedMs).toBeLessThan(KILL_BOUND_MS);

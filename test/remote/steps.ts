@@ -37,3 +37,18 @@ export function stepClient(bin: string, args: readonly string[], env: NodeJS.Pro
     step: (name) => (steps.has(name) ? Promise.resolve(steps.get(name)) : new Promise((resolve) => waiting.set(name, resolve))),
   };
 }
+
+/**
+ * Kills the client with SIGKILL and answers how many ms later the server shows backend `pid`
+ * idle again (its transaction rolled back, the connection returned); -1 if not within 5 s.
+ */
+export async function killAndTimeIdle(run: StepClient, backendState: (pid: number) => Promise<string | undefined>, pid: number): Promise<number> {
+  const killedAt = Date.now();
+  run.child.kill("SIGKILL");
+  await run.exited;
+  while (Date.now() - killedAt < 5_000) {
+    if ((await backendState(pid)) === "idle") return Date.now() - killedAt;
+    await new Promise((resolve) => setTimeout(resolve, 5));
+  }
+  return -1;
+}
