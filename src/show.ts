@@ -15,9 +15,12 @@ const URL_WITH_CREDENTIALS = /:\/\/[^/?#\s]*@/;
 /** A run of 24+ base64/base64url/JWT characters with both letters and digits, as tokens and keys are. */
 const TOKEN_LIKE = /[A-Za-z0-9+/=_.-]{24,}/g;
 
-/** Whether text looks like it holds a secret: a URL with credentials, or a long token-like run. */
+/** libpq's `password=` (a query parameter or a key=value connection string). */
+const PASSWORD_PARAMETER = /password\s*=/i;
+
+/** Whether text looks like it holds a secret: a URL with credentials, a `password=` parameter, or a long token-like run. */
 export function looksSecret(text: string): boolean {
-  if (URL_WITH_CREDENTIALS.test(text)) return true;
+  if (URL_WITH_CREDENTIALS.test(text) || PASSWORD_PARAMETER.test(text)) return true;
   return (text.match(TOKEN_LIKE) ?? []).some((run) => /[A-Za-z]/.test(run) && /[0-9]/.test(run));
 }
 

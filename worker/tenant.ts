@@ -39,9 +39,10 @@ export function configFromEnv(env: Record<string, unknown>): TenantConfig | unde
   return resolveConfig(DEFAULT_TENANT, { connectionString: env.DATABASE_URL, options: optionsFromEnv(env) });
 }
 
-/** A connection string with its password replaced, for anything shown to people. */
+/** A connection string with its password (in the authority or libpq's `password` query parameter) replaced, for anything shown to people. */
 export function maskPassword(connectionString: string): string {
   const url = new URL(connectionString);
   if (url.password) url.password = "***";
+  if (url.searchParams.has("password")) url.searchParams.set("password", "***");
   return url.toString();
 }

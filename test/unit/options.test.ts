@@ -3,7 +3,7 @@ import { DEFAULTS, MAX_LIFETIME_CAP_MS, MAX_RESULT_BYTES_CAP, optionsFromEnv, re
 import { PoolError } from "../../src/errors.ts";
 import { thrown } from "./helpers.ts";
 import { callOption } from "../../worker/reply.ts";
-import { checkTenant } from "../../worker/tenant.ts";
+import { checkTenant, maskPassword } from "../../worker/tenant.ts";
 import { createPool } from "../../src/pool.ts";
 
 describe("pool options", () => {
@@ -72,6 +72,8 @@ describe("pool options", () => {
       ["an unknown key holding a long token-like string", "extra", token],
       ["a known key holding a URL with credentials", "resetQuery", { url }],
       ["a known numeric key holding a URL with credentials", "maxConnections", url],
+      ["an unknown key holding a URL with libpq's password parameter", "replica", `postgres://db.example.com/app?password=${password}`],
+      ["an unknown key holding a key=value connection string", "replica", `host=db.example.com password=${password}`],
     ])("%s", (_, key, value) => {
       const error = thrown(() => resolveOptions("acme", { [key]: value }), "INVALID_OPTION");
       expect(error.message).toContain(`option "${key}" = ${HIDDEN}`);
@@ -255,5 +257,17 @@ describe("options from EDGEPOOL_* variables", () => {
 
   it("no variables → no options", () => {
     expect(optionsFromEnv({ DATABASE_URL: "postgres://localhost/db" })).toEqual({});
+  });
+});
+
+describe("maskPassword", () => {
+  it("masks the authority's password and libpq's password query parameter, keeps the rest", () => {
+    const masked = maskPassword("postgres://app:hunter2@db.example.com:6543/shop?password=s3cret&sslmode=require");
+    expect(masked).not.toContain("hunter2");
+    expect(masked).not.toContain("s3cret");
+    expect(new URL(masked)).toMatchObject({ username: "app", password: "***", host: "db.example.com:6543", pathname: "/shop" });
+    expect(new URL(masked).searchParams.get("password")).toBe("***");
+    expect(new URL(masked).searchParams.get("sslmode")).toBe("require");
+    expect(maskPassword("postgres://app@db/shop")).toBe("postgres://app@db/shop");
   });
 });

@@ -8,6 +8,11 @@ describe("parseServerUrl", () => {
     });
   });
 
+  test("a libpq password query parameter is the password (it wins over the authority's)", () => {
+    expect(parseServerUrl("postgres://u@h/db?password=s%26cret&sslmode=disable")).toMatchObject({ user: "u", password: "s&cret", sslmode: "disable" });
+    expect(parseServerUrl("postgres://u:old@h/db?password=new").password).toBe("new");
+  });
+
   test("port 5432 and the database named after the user by default; postgresql:// accepted", () => {
     expect(parseServerUrl("postgresql://bob@localhost")).toMatchObject({ port: 5432, database: "bob", password: "" });
   });

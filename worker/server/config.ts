@@ -36,6 +36,8 @@ export class ConfigError extends Error {
  * `postgresql://`). User, password and database are percent-decoded; the
  * port defaults to 5432, the database to the user, `sslmode` to libpq's
  * `prefer`. `ssl=true` means `sslmode=require`; an explicit `sslmode` wins.
+ * As in libpq, a `password` query parameter is the password too (it wins
+ * over one in the authority).
  */
 export function parseServerUrl(connectionString: string): ServerConfig {
   if (!/^postgres(ql)?:\/\//i.test(connectionString)) throw new ConfigError("must start with postgres:// or postgresql://");
@@ -51,7 +53,7 @@ export function parseServerUrl(connectionString: string): ServerConfig {
   const port = url.port ? Number(url.port) : 5432;
   const user = decode(url.username, "user name");
   if (!user) throw new ConfigError("has no user name");
-  const password = decode(url.password, "password");
+  const password = url.searchParams.get("password") ?? decode(url.password, "password");
   const database = decode(url.pathname.replace(/^\//, ""), "database name") || user;
   return { host, port, user, password, database, sslmode: sslMode(url.searchParams) };
 }
