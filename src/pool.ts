@@ -53,18 +53,38 @@ export interface PoolClient {
   getConnection(options?: Omit<ClientOptions, "tenant">): Promise<Connection>;
   /** The pool's live counters and sizing verdict. */
   stats(): Promise<Record<string, unknown>>;
+  /**
+   * Ends this client (as postgres.js `sql.end()` / pg `pool.end()`): waits for
+   * its one-shots in flight, then closes the sessions a remote client keeps
+   * open, so a Node, Deno or Bun script exits at once. Later calls fail with
+   * `POOL_CLOSED`; leases already taken end with their own `release()`. The
+   * tenant's pool itself is untouched.
+   */
+  end(): Promise<void>;
 }
 
 /** Creates a client for one tenant's pool. */
 export function createPool(target: PoolTarget, options: ClientOptions = {}): PoolClient {
   const resolved = resolve(target, options);
   const { tenant, call, coordinator } = resolved;
-  const run = async <Row>(text: string, params: unknown[] = []): Promise<Result<Row>> => {
-    checkQuery(tenant, text, params);
+  let ended = false;
+  const inflight = new Set<Promise<unknown>>();
+  const open = () => {
+    if (ended) throw new PoolError("POOL_CLOSED", tenant, `tenant "${tenant}": this client was ended (end()); create a new one with createPool`);
+  };
+  const oneShot = async <Row>(text: string, params: unknown[]): Promise<Result<Row>> => {
     const bytes = encodeQuery(text, params);
     // A one-shot may have run when its call broke, so only an undelivered call goes to another shard.
     const reply = await session(resolved, (c) => c.run(tenant, bytes, call), notDelivered, true);
     return decodeResult<Row>(unwrap(reply.answer), tenant);
+  };
+  const run = <Row>(text: string, params: unknown[] = []): Promise<Result<Row>> => {
+    open();
+    checkQuery(tenant, text, params);
+    const running = oneShot<Row>(text, params);
+    inflight.add(running);
+    void running.then(() => inflight.delete(running), () => inflight.delete(running));
+    return running;
   };
   const client: PoolClient = {
     tenant,
@@ -82,9 +102,17 @@ export function createPool(target: PoolTarget, options: ClientOptions = {}): Poo
       }
     },
     // Overrides are checked like any options; the lease comes over this client's stub.
-    getConnection: async (more = {}) => acquire({ ...resolved, call: resolve(target, { ...options, ...more, tenant }).call }),
+    getConnection: async (more = {}) => {
+      open();
+      return acquire({ ...resolved, call: resolve(target, { ...options, ...more, tenant }).call });
+    },
     async stats() {
       return unwrap(await rpc(tenant, () => coordinator().stats(tenant))) as Record<string, unknown>;
+    },
+    async end() {
+      ended = true;
+      await Promise.allSettled(inflight);
+      resolved.end?.();
     },
   };
   return client;
@@ -165,6 +193,8 @@ interface Resolved {
   stubOf: (shard: number) => CoordinatorApi;
   /** A call to this shard broke: its stub is dropped (a stub of a reset object keeps failing) and the router avoids it for a while. */
   broken: (shard: number) => void;
+  /** Closes what the transport keeps open (a remote client's sessions). */
+  end?: () => void;
 }
 
 /** Checks client options where they enter and picks the transport for the target. */
@@ -199,7 +229,7 @@ function resolve(target: PoolTarget, options: ClientOptions): Resolved {
     throw new PoolError("INVALID_OPTION", tenant, `option "token" is required for a remote target (POST /v1/tenants/${tenant}/tokens issues one)`);
   }
   const remote = remoteCoordinator(target, tenant, options.token);
-  return { tenant, call, coordinator: () => remote, direct: false, stubOf: () => remote, broken: () => {} };
+  return { tenant, call, coordinator: () => remote, direct: false, stubOf: () => remote, broken: () => {}, end: () => remote.end() };
 }
 
 function isNamespace(target: Exclude<PoolTarget, string>): target is NamespaceLike {

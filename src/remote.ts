@@ -18,9 +18,11 @@ const PID_QUERY = encodeQuery("select pg_backend_pid() as pid");
  * reopened when closed, closed when idle); each lease is a session-mode
  * session of its own, ended by closing its socket. The token travels as the
  * `bearer.<token>` subprotocol; `acquireTimeoutMs` / `queryTimeoutMs` as
- * query parameters of the session's URL, applied by the coordinator.
+ * query parameters of the session's URL, applied by the coordinator. `end()`
+ * closes the one-shot sessions at once (the client's `end()` waits for its
+ * queries first).
  */
-export function remoteCoordinator(baseUrl: string, tenant: string, token: string): CoordinatorApi {
+export function remoteCoordinator(baseUrl: string, tenant: string, token: string): CoordinatorApi & { end(): void } {
   // Per-call options are fixed per session, so one-shot sessions are kept per set of options.
   const oneShots = new Map<string, TunnelSession[]>();
   const open = (mode: WireMode, options: CallOptions | undefined, oneShot: boolean) =>
@@ -41,6 +43,12 @@ export function remoteCoordinator(baseUrl: string, tenant: string, token: string
   };
 
   return {
+    /** Closes the one-shot sessions (their sockets end; the coordinator returns their connections). Leases end on their own. */
+    end() {
+      for (const sessions of oneShots.values()) for (const session of sessions) session.close();
+      oneShots.clear();
+    },
+
     async run(_tenant, bytes, options) {
       for (let attempt = 0; ; attempt++) {
         const session = pick(options);

@@ -47,5 +47,9 @@ await refused.end();
 const db = createPool(url!, { tenant, token });
 say("builtin", [...(await db.sql<{ n: number }>`select ${3}::int as n`)]);
 say("builtin-error", await db.sql`select 1/0`.then(() => "no error", failure));
-say("builtin-bad-token", await createPool(url!, { tenant, token: `${token}x` }).sql`select 1`.then(() => "accepted", failure));
-process.exit(0);
+const refusedDb = createPool(url!, { tenant, token: `${token}x` });
+say("builtin-bad-token", await refusedDb.sql`select 1`.then(() => "accepted", failure));
+// end() waits for the one-shots in flight and closes the client's sessions: the process exits by itself, at once.
+const last = db.sql`select pg_sleep(0.2)`;
+await Promise.all([db.end(), refusedDb.end()]);
+say("builtin-end", { inflight: await last.then(() => "answered", failure), after: await db.sql`select 1`.then(() => "accepted", failure) });

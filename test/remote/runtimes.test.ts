@@ -45,7 +45,12 @@ describe("Node 22, Deno and Bun over the WebSocket tunnel", () => {
       const tenant = tenantName(`rt-${runtime}`);
       const token = await coordinator.tenant(tenant, { maxConnections: 2 });
       const run = client(runtime, [coordinator.url, tenant, token, "suite"]);
+      await run.step("builtin-end");
+      const endedAt = Date.now();
       const code = await run.exited;
+      // Without end() the client's idle sessions would keep the process alive 10 s.
+      const exitMs = Date.now() - endedAt;
+      expect(exitMs, `${runtime} exited ${exitMs} ms after db.end()`).toBeLessThan(3_000);
       expect(code, run.stderr()).toBe(0);
       const server = await backends(tenant);
       expect(run.steps.get("postgres.js")).toMatchObject({ n: 42 });
@@ -60,6 +65,7 @@ describe("Node 22, Deno and Bun over the WebSocket tunnel", () => {
       expect(run.steps.get("builtin")).toEqual([{ n: 3 }]);
       expect(run.steps.get("builtin-error")).toMatchObject({ code: "22012" });
       expect(run.steps.get("builtin-bad-token")).toMatchObject({ code: "UNAUTHORIZED", isPoolError: true });
+      expect(run.steps.get("builtin-end")).toMatchObject({ inflight: "answered", after: { code: "POOL_CLOSED", isPoolError: true } });
       expect(server.length).toBeLessThanOrEqual(2);
     });
 
