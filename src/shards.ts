@@ -26,15 +26,43 @@ const BROKEN_LOAD = 1_000_000;
 /** Most shards a client believes in (the option's upper bound). */
 const MAX_SHARDS = 64;
 
+/** Weight of the newest answer time in the typical one (an exponentially weighted geometric mean, so one stuck answer does not swamp it). */
+const TYPICAL_WEIGHT = 0.1;
+
+/** A session of this client on one shard, from when it was sent until it leaves. */
+export interface ShardVisit {
+  /** The shard answered the session's call: it is no longer pending, and how long that took counts towards the typical answer time. */
+  answered(): void;
+  /** The session ended: it no longer counts on the shard. Calling it again does nothing. */
+  leave(): void;
+}
+
+/** What this client knows of one shard. */
+interface ShardView {
+  /** The last load hint and when it came. */
+  hint: { load: number; at: number } | undefined;
+  /** Counts the hints: a session sent before the last one is in its load. */
+  epoch: number;
+  /** This client's sessions on the shard. */
+  sessions: number;
+  /** Those of them sent since the last hint (not in its load). */
+  unseen: number;
+  /** Sessions sent and not answered yet, oldest first (a Set keeps insertion order). */
+  pending: Set<{ at: number }>;
+  /** When the shard last answered this client. */
+  answeredAt: number;
+}
+
 /**
  * One tenant's shards as a client sees them: the shard count learnt from the
- * last answer (1 until one came), each shard's last load hint and the
- * sessions this client has in flight on it.
+ * last answer (1 until one came), each shard's last load hint, this client's
+ * sessions on it, and how long the shard has left them unanswered.
  */
 export class ShardRouter {
   shards = 1;
-  private readonly hints = new Map<number, { load: number; at: number }>();
-  private readonly inflight = new Map<number, number>();
+  private readonly views = new Map<number, ShardView>();
+  /** The typical answer time of any shard to this client, in log ms (undefined until an answer came). */
+  private logTypicalMs: number | undefined;
 
   private readonly random: () => number;
   private readonly now: () => number;
@@ -45,7 +73,7 @@ export class ShardRouter {
     this.now = now;
   }
 
-  /** Power of two choices: two distinct random shards (other than `avoid`), the less loaded one; a tie goes to the first draw. */
+  /** Power of two choices: two distinct random shards (other than `avoid`), the lower `score`; a tie goes to the first draw. */
   pick(avoid?: number): number {
     // The common case (one shard) costs nothing.
     if (this.shards === 1) return 0;
@@ -64,29 +92,79 @@ export class ShardRouter {
     if (typeof hint !== "object" || hint === null) return;
     const { shards, load } = hint as Partial<ShardHint>;
     if (typeof shards === "number" && Number.isSafeInteger(shards) && shards >= 1 && shards <= MAX_SHARDS) this.shards = shards;
-    if (typeof load === "number" && Number.isFinite(load)) this.hints.set(shard, { load, at: this.now() });
+    if (typeof load === "number" && Number.isFinite(load)) this.hinted(shard, load);
   }
 
   /** A call to `shard` broke (reset, unreachable): new sessions avoid it for a hint's lifetime, then try it again. */
   fail(shard: number): void {
-    if (this.shards > 1) this.hints.set(shard, { load: BROKEN_LOAD, at: this.now() });
+    if (this.shards > 1) this.hinted(shard, BROKEN_LOAD);
   }
 
-  /** Counts a session on `shard` until the returned function is called. */
-  enter(shard: number): () => void {
-    this.inflight.set(shard, (this.inflight.get(shard) ?? 0) + 1);
+  /** Counts a session on `shard`: pending until `answered`, on the shard until `leave`. */
+  enter(shard: number): ShardVisit {
+    const view = this.view(shard);
+    const sent = { at: this.now() };
+    const epoch = view.epoch;
+    view.sessions++;
+    view.unseen++;
+    view.pending.add(sent);
     let left = false;
-    return () => {
-      if (left) return;
-      left = true;
-      this.inflight.set(shard, (this.inflight.get(shard) ?? 1) - 1);
+    return {
+      answered: () => {
+        if (!view.pending.delete(sent)) return;
+        const now = this.now();
+        view.answeredAt = now;
+        const logMs = Math.log(Math.max(1, now - sent.at));
+        this.logTypicalMs = this.logTypicalMs === undefined ? logMs : this.logTypicalMs + TYPICAL_WEIGHT * (logMs - this.logTypicalMs);
+      },
+      leave: () => {
+        if (left) return;
+        left = true;
+        view.pending.delete(sent);
+        view.sessions--;
+        if (view.epoch === epoch) view.unseen--;
+      },
     };
   }
 
+  /**
+   * A shard's expected wait in sessions ahead: its load (the hint's, plus
+   * this client's sessions sent since; without a fresh hint, this client's
+   * sessions on it) times how late it is answering.
+   */
   private score(shard: number): number {
-    const hint = this.hints.get(shard);
-    const load = hint && this.now() - hint.at <= HINT_TTL_MS ? hint.load : 0;
-    return load + (this.inflight.get(shard) ?? 0);
+    const view = this.views.get(shard);
+    if (!view) return 0;
+    const now = this.now();
+    const { hint } = view;
+    // A hint counts this client's sessions that were on the shard when it was taken: only those sent since add to it.
+    const load = hint && now - hint.at <= HINT_TTL_MS ? hint.load + view.unseen : view.sessions;
+    return Math.max(load, view.pending.size) * this.lateness(view, now);
+  }
+
+  /**
+   * How many typical answer times a shard has left this client's sessions
+   * unanswered since it last answered, at least 1: a shard whose load no hint
+   * shows yet (sessions sent before any answer) but that keeps them waiting
+   * while the others answer counts as that much slower.
+   */
+  private lateness(view: ShardView, now: number): number {
+    const oldest = view.pending.values().next().value;
+    if (!oldest || this.logTypicalMs === undefined) return 1;
+    return Math.max(1, (now - Math.max(oldest.at, view.answeredAt)) / Math.exp(this.logTypicalMs));
+  }
+
+  private hinted(shard: number, load: number): void {
+    const view = this.view(shard);
+    view.hint = { load, at: this.now() };
+    view.epoch++;
+    view.unseen = 0;
+  }
+
+  private view(shard: number): ShardView {
+    let view = this.views.get(shard);
+    if (!view) this.views.set(shard, (view = { hint: undefined, epoch: 0, sessions: 0, unseen: 0, pending: new Set(), answeredAt: 0 }));
+    return view;
   }
 }
 
@@ -127,25 +205,26 @@ export async function routed<R extends { ok: boolean; error?: unknown; hint?: un
 ): Promise<{ answer: R; leave: () => void }> {
   let shard = router.pick();
   for (let attempt = 0; ; attempt++) {
-    const leave = router.enter(shard);
+    const visit = router.enter(shard);
     let answer: R;
     try {
       answer = await call(stubOf(shard), shard);
     } catch (error) {
-      leave();
+      visit.leave();
       router.fail(shard);
       broken?.(shard);
       if (attempt > 0 || router.shards <= 1 || !retryOnThrow(error)) throw error;
       shard = router.pick(shard);
       continue;
     }
+    visit.answered();
     router.learn(shard, answer.hint);
     const code = (answer.error as { code?: unknown } | undefined)?.code;
     if (!answer.ok && attempt === 0 && router.shards > 1 && REROUTE.has(String(code))) {
-      leave();
+      visit.leave();
       shard = router.pick(shard);
       continue;
     }
-    return { answer, leave };
+    return { answer, leave: visit.leave };
   }
 }

@@ -57,11 +57,72 @@ describe("shard routing", () => {
     router.learn(0, { shards: 2, load: 9 });
     now = 10_000;
     expect(router.pick()).toBe(0);
-    const leave = router.enter(0);
+    const visit = router.enter(0);
     expect(router.pick()).toBe(1);
-    leave();
-    leave();
+    visit.leave();
+    visit.leave();
     expect(router.pick()).toBe(0);
+  });
+
+  it("a hint already counts this client's sessions on the shard: only sessions sent after it add to its load", () => {
+    const router = new ShardRouter(() => 0, () => 1_000);
+    router.learn(0, { shards: 2, load: 3 });
+    const before = [router.enter(1), router.enter(1)];
+    // Shard 1's hint counts the two sessions it holds: 2 (not 2 + 2) beats shard 0's 3.
+    router.learn(1, { shards: 2, load: 2 });
+    expect(router.pick()).toBe(1);
+    const after = router.enter(1);
+    expect(router.pick()).toBe(0); // 2 + 1 sent since = 3: a tie goes to the first draw
+    // A session the hint counted stays in its load until the next hint; one sent since leaves it at once.
+    before[0]!.leave();
+    expect(router.pick()).toBe(0);
+    after.leave();
+    expect(router.pick()).toBe(1);
+  });
+
+  it("a shard that leaves sessions unanswered while others answer weighs them by how many typical answer times they waited", () => {
+    let now = 0;
+    const router = new ShardRouter(() => 0, () => now);
+    router.learn(0, { shards: 2 });
+    // Sent at once, before any hint: shard 0 turns out slow, shard 1 answers in 10 ms (the typical answer time).
+    const slow = [router.enter(0), router.enter(0)];
+    const fast = [router.enter(1), router.enter(1)];
+    now = 10;
+    for (const [i, visit] of fast.entries()) {
+      visit.answered();
+      router.learn(1, { shards: 2, load: 1 - i });
+      visit.leave();
+    }
+    // Other clients' sessions load shard 1 with 4.
+    router.learn(1, { shards: 2, load: 4 });
+    // Pending for one typical answer time: shard 0 counts its 2 sessions, less than shard 1's 4.
+    expect(router.pick()).toBe(0);
+    // Pending for three: 2 x 3 = 6 > 4, while shard 0 still shows no load of its own.
+    now = 30;
+    expect(router.pick()).toBe(1);
+    // Once shard 0 answers, it is no longer late: its sessions count as they are.
+    slow[0]!.answered();
+    expect(router.pick()).toBe(0);
+    for (const visit of slow) visit.leave();
+  });
+
+  it("a shard that keeps answering is not late, however long one of its sessions runs", () => {
+    let now = 0;
+    const router = new ShardRouter(() => 0, () => now);
+    router.learn(0, { shards: 2, load: 0 });
+    const long = router.enter(1);
+    for (; now < 1_000; now += 5) {
+      const visit = router.enter(1);
+      now += 5;
+      visit.answered();
+      router.learn(1, { shards: 2, load: 1 });
+      visit.leave();
+    }
+    // Shard 1 last answered 6 ms ago: its hint (1) times 6 / 5, not times the long session's 1,000 ms over a 5 ms typical answer.
+    now += 1;
+    router.learn(0, { shards: 2, load: 2 });
+    expect(router.pick()).toBe(1);
+    long.leave();
   });
 
   it("picks spread over all shards with unknown loads", () => {
