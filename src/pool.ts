@@ -157,11 +157,13 @@ async function acquire(resolved: Resolved): Promise<Connection> {
  */
 async function session<T>(resolved: Resolved, call: (c: CoordinatorApi, shard: number) => Promise<Reply<T>>, retryOnThrow: (error: unknown) => boolean, oneShot: boolean): Promise<{ answer: Reply<T>; leave: () => void }> {
   const { tenant, router } = resolved;
-  if (!router) return { answer: await rpc(tenant, () => call(resolved.coordinator(), 0)), leave: () => {} };
+  // A one-shot whose call broke may have run: LEASE_LOST says so, never a silent retry.
+  const broke = oneShot ? oneShotLost : undefined;
+  if (!router) return { answer: await rpc(tenant, () => call(resolved.coordinator(), 0), broke), leave: () => {} };
   const routedSession = await rpc(tenant, async () => {
     const done = await routed(router, resolved.stubOf, call, retryOnThrow, resolved.broken);
     return { ok: true as const, value: done };
-  });
+  }, broke);
   const done = unwrap(routedSession);
   if (oneShot) done.leave();
   return done;
@@ -271,12 +273,17 @@ export function wireTarget(target: PoolTarget | WireTarget, tenant: string): Wir
 }
 
 /** A call that failed in transport (not with a reply) becomes an `INTERNAL` error naming the cause. */
-async function rpc<T>(tenant: string, call: () => Promise<Reply<T>>): Promise<Reply<T>> {
+async function rpc<T>(tenant: string, call: () => Promise<Reply<T>>, broke?: (tenant: string, cause: string) => PoolError): Promise<Reply<T>> {
   try {
     return await call();
   } catch (error) {
     if (error instanceof PoolError) throw error;
     const cause = error instanceof Error ? error.message : String(error);
-    throw new PoolError("INTERNAL", tenant, `tenant "${tenant}" coordinator call failed: ${cause}`);
+    throw broke?.(tenant, cause) ?? new PoolError("INTERNAL", tenant, `tenant "${tenant}" coordinator call failed: ${cause}`);
   }
+}
+
+/** A one-shot's call to its coordinator broke (the object was reset or evicted): the query may or may not have run. */
+function oneShotLost(tenant: string, cause: string): PoolError {
+  return new PoolError("LEASE_LOST", tenant, `tenant "${tenant}": the coordinator call broke (${cause}); the query may have run — retry it only if it is safe to repeat`);
 }
