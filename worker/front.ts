@@ -17,6 +17,7 @@ import { parseFields } from "./wire/messages.ts";
 import { PreparedStatements } from "./wire/prepared.ts";
 import { WireSession, type SessionPool, type WireSessionDeps } from "./wire/session.ts";
 import { WireStats } from "./wire/stats.ts";
+import { threadSizing, ThreadMeter, type ThreadLoad } from "./thread-meter.ts";
 
 /** A tenant's pool counters with its client sessions' (design §6). */
 export interface FrontStats extends PoolStats {
@@ -24,6 +25,8 @@ export interface FrontStats extends PoolStats {
   clientsActive: number;
   clientsWaiting: number;
   prepared: { hits: number; parses: number; reprepares: number; evictions: number };
+  /** How hard this coordinator's thread worked (the sizing verdict's `coordinator-bound`). */
+  coordinator: ThreadLoad;
 }
 
 /** Per-call options of the built-in client. */
@@ -61,6 +64,9 @@ export class FrontDoor {
   readonly tenant: string;
   readonly counters = new WireStats();
   readonly cancelKeys = new CancelKeys();
+  /** Calls into this coordinator and its thread's busy time. */
+  readonly thread: ThreadMeter;
+  private readonly called = () => this.thread.call();
   private readonly deps: FrontDeps;
   private pool!: Pool<ServerConnection>;
   private prepared!: PreparedStatements;
@@ -74,6 +80,7 @@ export class FrontDoor {
   constructor(deps: FrontDeps, config: TenantConfig) {
     this.deps = deps;
     this.tenant = deps.tenant;
+    this.thread = new ThreadMeter(deps.clock);
     this.sessionPool = {
       acquire: (options) => this.acquire(options.timeoutMs, options.shared),
       release: (lease, options) => this.owner(lease).release(lease, options),
@@ -139,7 +146,8 @@ export class FrontDoor {
    */
   connect(mode: WireMode, inbound: ReadableStream<Uint8Array>, options: RunOptions = {}): ReadableStream<Uint8Array> {
     const timeouts = { acquireTimeoutMs: options.acquireTimeoutMs, queryTimeoutMs: options.queryTimeoutMs ?? this.pool.options.queryTimeoutMs };
-    return tunnel(inbound, (ends) => new WireSession<ServerConnection>({ ...this.sessionDeps(mode), ...ends, ...timeouts, startup: true }));
+    this.thread.call();
+    return tunnel(inbound, (ends) => new WireSession<ServerConnection>({ ...this.sessionDeps(mode), ...ends, ...timeouts, startup: true }), this.called);
   }
 
   /** A built-in session (no startup): one-shot batches in transaction mode, a lease in session mode. */
@@ -155,6 +163,7 @@ export class FrontDoor {
    * session a pool error ended (`LEASE_EXPIRED`, `LEASE_LOST`) answers with it.
    */
   async run(runner: BatchRunner<ServerConnection>, bytes: Uint8Array, options: RunOptions = {}): Promise<Uint8Array> {
+    this.thread.call();
     const { clock } = this.deps;
     const timeoutMs = options.queryTimeoutMs ?? this.pool.options.queryTimeoutMs;
     const started = clock.now();
@@ -181,6 +190,7 @@ export class FrontDoor {
 
   /** A built-in lease: a session-mode session holding a server connection from now on. */
   async lease(options: RunOptions = {}): Promise<{ runner: BatchRunner<ServerConnection>; pid: number }> {
+    this.thread.call();
     const runner = this.batches("session", options);
     const backend = await runner.session.start();
     return { runner, pid: backend.pid };
@@ -191,14 +201,19 @@ export class FrontDoor {
     return this.pool.load();
   }
 
+  /** The pool's counters, the client sessions', the thread's load, and the sizing verdict with the thread in view. */
   stats(): FrontStats {
     const s = this.counters;
+    const pool = this.pool.stats();
+    const coordinator = this.thread.load();
     return {
-      ...this.pool.stats(),
+      ...pool,
       clients: s.clients,
       clientsActive: s.clientsActive,
       clientsWaiting: s.clientsWaiting,
       prepared: { hits: s.preparedHits, parses: s.preparedParses, reprepares: s.preparedReprepares, evictions: s.preparedEvictions },
+      coordinator,
+      sizing: threadSizing(pool.sizing, coordinator, this.pool.options.shards ?? 1),
     };
   }
 

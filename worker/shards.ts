@@ -7,14 +7,18 @@ export type ShardStats = FrontStats & { shard: number };
 /** A sharded tenant's counters: the sums over its shards, and each shard's own under `shards`. */
 export type ShardedStats = FrontStats & { shards?: ShardStats[] };
 
-/** Fields that are a moment's maximum, not a count: the tenant's is the largest shard's. */
-const MAXIMA = new Set(["maxWaitMs", "p50", "p99"]);
+/**
+ * Fields that are a maximum, not a count: the tenant's is the largest
+ * shard's. A coordinator's busy time and its share of its thread are its own
+ * thread's (the most loaded one limits); its calls add up.
+ */
+const MAXIMA = new Set(["maxWaitMs", "p50", "p99", "busyMsPerSecond", "busyRatio"]);
 
 /**
  * Sums shards' counters: counts add up (nested ones and histogram counts
- * too), waits and percentiles take the largest shard's (an upper bound), the
- * sizing verdict is the most pressed shard's with the suggestion scaled to
- * the whole tenant.
+ * too), waits, percentiles and thread load take the largest shard's (an upper
+ * bound), the sizing verdict is the most pressed shard's with the suggestion
+ * scaled to the whole tenant.
  */
 export function sumShards(shards: ShardStats[]): ShardedStats {
   const [first] = shards;
@@ -39,9 +43,16 @@ function merge(values: unknown[], key = ""): unknown {
   return first;
 }
 
-/** Undersized if any shard is (the one that suggests the most), else shard 0's verdict; the suggestion counts every shard at that size. */
+/**
+ * Coordinator-bound if any shard's thread is the limit (the one that suggests
+ * the most shards: each suggests for the whole tenant), else undersized if
+ * any shard is (the one that suggests the most connections), else shard 0's
+ * verdict; the suggested maxConnections counts every shard at that size.
+ */
 function tenantSizing(shards: ShardStats[]): Sizing {
-  const pressed = shards.filter((s) => s.sizing.verdict === "undersized").sort((a, b) => b.sizing.suggestedMaxConnections - a.sizing.suggestedMaxConnections)[0] ?? shards[0]!;
-  const { verdict, suggestedMaxConnections, reason } = pressed.sizing;
-  return { verdict, suggestedMaxConnections: suggestedMaxConnections * shards.length, reason: `shard ${pressed.shard}: ${reason}` };
+  const by = (verdict: Sizing["verdict"], key: "suggestedShards" | "suggestedMaxConnections") =>
+    shards.filter((s) => s.sizing.verdict === verdict).sort((a, b) => b.sizing[key] - a.sizing[key])[0];
+  const pressed = by("coordinator-bound", "suggestedShards") ?? by("undersized", "suggestedMaxConnections") ?? shards[0]!;
+  const { verdict, suggestedMaxConnections, suggestedShards, reason } = pressed.sizing;
+  return { verdict, suggestedMaxConnections: suggestedMaxConnections * shards.length, suggestedShards, reason: `shard ${pressed.shard}: ${reason}` };
 }

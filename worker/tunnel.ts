@@ -41,8 +41,8 @@ export function refuse(inbound: ReadableStream<Uint8Array>, error: unknown, tena
 /** Bytes buffered towards a slow reader before the session is told to wait. */
 const OUTBOUND_HIGH_WATER_BYTES = 256 * 1024;
 
-/** Pumps `inbound` into the session that `open` makes, and returns the session's outbound stream. */
-export function tunnel(inbound: ReadableStream<Uint8Array>, open: (ends: TunnelEnds) => TunnelSession): ReadableStream<Uint8Array> {
+/** Pumps `inbound` into the session that `open` makes (telling `received` of each batch of bytes), and returns the session's outbound stream. */
+export function tunnel(inbound: ReadableStream<Uint8Array>, open: (ends: TunnelEnds) => TunnelSession, received?: () => void): ReadableStream<Uint8Array> {
   const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>(
     undefined,
     new ByteLengthQueuingStrategy({ highWaterMark: OUTBOUND_HIGH_WATER_BYTES }),
@@ -70,6 +70,7 @@ export function tunnel(inbound: ReadableStream<Uint8Array>, open: (ends: TunnelE
       for (;;) {
         const { done, value } = await reader.read();
         if (done) break;
+        received?.();
         await session.receive(value);
       }
     } catch {

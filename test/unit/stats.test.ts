@@ -28,7 +28,7 @@ describe("stats", () => {
       acquireWaitMs: { p50: 0, p99: 0 },
       acquireWaitHistogram: { bucketsMs: [1, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000], counts: new Array(13).fill(0), sumMs: 0 },
       peakDemand: 0,
-      sizing: { verdict: "idle", suggestedMaxConnections: 5, reason: "no demand measured yet" },
+      sizing: { verdict: "idle", suggestedMaxConnections: 5, suggestedShards: 1, reason: "no demand measured yet" },
     });
   });
 
@@ -151,6 +151,7 @@ describe("sizing verdict", () => {
     expect(h.pool.stats().sizing).toEqual({
       verdict: "oversized",
       suggestedMaxConnections: 5,
+      suggestedShards: 1,
       reason: "peak demand 5 stayed at or below half of maxConnections 10",
     });
   });
@@ -158,7 +159,7 @@ describe("sizing verdict", () => {
   it("balanced when the peak is above half of max and nobody waited", async () => {
     const h = makePool({ maxConnections: 10 });
     for (const l of await hold(h, 6)) h.pool.release(l);
-    expect(h.pool.stats().sizing).toEqual({ verdict: "balanced", suggestedMaxConnections: 10, reason: "peak demand 6 fits maxConnections 10" });
+    expect(h.pool.stats().sizing).toEqual({ verdict: "balanced", suggestedMaxConnections: 10, suggestedShards: 1, reason: "peak demand 6 fits maxConnections 10" });
   });
 
   it("undersized when borrowers waited or timed out; suggests the peak demand", async () => {
@@ -170,6 +171,7 @@ describe("sizing verdict", () => {
     expect(h.pool.stats().sizing).toEqual({
       verdict: "undersized",
       suggestedMaxConnections: 7,
+      suggestedShards: 1,
       reason: "peak demand 7 > maxConnections 4: 3 acquires waited, 0 were pipelined on a busy connection, 3 timed out, 0 found the queue full",
     });
   });

@@ -61,10 +61,15 @@ export class Metrics {
   }
 }
 
-/** Whether `maxConnections` fits the demand the pool measured (the balance rule). */
+/** The sizing verdicts: the pool's (demand against `maxConnections`) and the coordinator's thread (`coordinator-bound`: more `shards`). */
+export const VERDICTS = ["undersized", "oversized", "balanced", "idle", "coordinator-bound"] as const;
+
+/** Whether `maxConnections` fits the demand the pool measured (the balance rule), and whether one coordinator's thread is the limit. */
 export interface Sizing {
-  verdict: "undersized" | "oversized" | "balanced" | "idle";
+  verdict: (typeof VERDICTS)[number];
   suggestedMaxConnections: number;
+  /** `shards` the sizing rule suggests: the current count unless the coordinator's thread is the limit. */
+  suggestedShards: number;
   reason: string;
 }
 
@@ -72,17 +77,20 @@ export interface Sizing {
  * The balance rule: concurrent executors ≤ maxConnections means nobody waits.
  * Undersized when borrowers waited, timed out or shared a busy connection
  * (pipelined); oversized when the peak stayed
- * at half of max or below.
+ * at half of max or below. `suggestedShards` is the current `shards` here;
+ * the coordinator raises it when its thread is the limit (worker/thread-meter.ts).
  */
-export function sizing(metrics: Metrics, maxConnections: number, minConnections: number): Sizing {
+export function sizing(metrics: Metrics, maxConnections: number, minConnections: number, shards = 1): Sizing {
   const peak = metrics.peakDemand;
+  const suggestedShards = shards;
   if (metrics.acquired === 0 && metrics.timeouts === 0 && metrics.queueFull === 0) {
-    return { verdict: "idle", suggestedMaxConnections: maxConnections, reason: "no demand measured yet" };
+    return { verdict: "idle", suggestedMaxConnections: maxConnections, suggestedShards, reason: "no demand measured yet" };
   }
   if (metrics.waited > 0 || metrics.pipelined > 0 || metrics.timeouts > 0 || metrics.queueFull > 0) {
     return {
       verdict: "undersized",
       suggestedMaxConnections: Math.max(peak, maxConnections + 1),
+      suggestedShards,
       reason: `peak demand ${peak} > maxConnections ${maxConnections}: ${metrics.waited} acquires waited, ${metrics.pipelined} were pipelined on a busy connection, ${metrics.timeouts} timed out, ${metrics.queueFull} found the queue full`,
     };
   }
@@ -90,8 +98,9 @@ export function sizing(metrics: Metrics, maxConnections: number, minConnections:
     return {
       verdict: "oversized",
       suggestedMaxConnections: Math.max(peak, minConnections, 1),
+      suggestedShards,
       reason: `peak demand ${peak} stayed at or below half of maxConnections ${maxConnections}`,
     };
   }
-  return { verdict: "balanced", suggestedMaxConnections: maxConnections, reason: `peak demand ${peak} fits maxConnections ${maxConnections}` };
+  return { verdict: "balanced", suggestedMaxConnections: maxConnections, suggestedShards, reason: `peak demand ${peak} fits maxConnections ${maxConnections}` };
 }

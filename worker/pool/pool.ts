@@ -383,7 +383,7 @@ export class Pool<H> {
       acquireWaitMs: { p50: m.waitPercentile(50), p99: m.waitPercentile(99) },
       acquireWaitHistogram: m.waitHistogram(),
       peakDemand: m.peakDemand,
-      sizing: sizing(m, this.options.maxConnections, this.options.minConnections),
+      sizing: sizing(m, this.options.maxConnections, this.options.minConnections, this.options.shards ?? 1),
     };
   }
 
