@@ -1,8 +1,8 @@
 // `wrangler dev` (the repository's wrangler) on a consumer project's config, in a process group of
 // its own so that stop() ends wrangler and its workerd processes together, by this pid only.
-import { spawn } from "node:child_process";
 import { join } from "node:path";
 import { freePort } from "../setup/embedded.ts";
+import { groupChild } from "../setup/group-child.ts";
 
 /** A running `wrangler dev`. */
 export interface Dev {
@@ -27,35 +27,9 @@ export async function startDev(config: string, options: { cwd: string; vars: Rec
   ];
   // A private dev registry: the consumer Workers find each other in it, and nothing else on the machine.
   const env = { ...process.env, ...WRANGLER_ENV, WRANGLER_REGISTRY_PATH: options.registry };
-  const child = spawn(process.execPath, args, { cwd: options.cwd, env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
-  let output = "";
-  child.stdout.on("data", (d) => (output += d));
-  child.stderr.on("data", (d) => (output += d));
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  let stopping: Promise<void> | undefined;
-  const stop = () =>
-    (stopping ??= (async () => {
-      try {
-        process.kill(-child.pid!, "SIGTERM");
-      } catch {}
-      const kill = setTimeout(() => {
-        try {
-          process.kill(-child.pid!, "SIGKILL");
-        } catch {}
-      }, 5_000);
-      await exited;
-      clearTimeout(kill);
-    })());
+  const dev = groupChild(process.execPath, args, { cwd: options.cwd, env });
   const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 90_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`wrangler dev --config ${config} exited (${child.exitCode}):\n${output}`);
-    // Any answer will do: the Worker is being served.
-    if (await fetch(url).then(() => true, () => false)) return { url, output: () => output, stop };
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`wrangler dev --config ${config} did not answer on ${url} within 90 s:\n${output}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
+  // Any answer will do: the Worker is being served.
+  await dev.until(() => fetch(url).then(() => true, () => false), `wrangler dev --config ${config} on ${url}`, 90_000);
+  return { url, output: dev.output, stop: dev.stop };
 }

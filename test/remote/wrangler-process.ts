@@ -2,10 +2,10 @@
 // (NODE_EXTRA_CA_CERTS, which miniflare reads once when it loads) and its workerd processes
 // (RSS from /proc) are the test's alone. It serves a copy of the sources: wrangler restarts
 // workerd when a bundled file changes (even with watch off), and others edit this checkout.
-import { spawn } from "node:child_process";
 import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { freePort } from "../setup/embedded.ts";
+import { groupChild } from "../setup/group-child.ts";
 
 /** A running `wrangler dev` and the workerd process it started. */
 export interface WranglerDev {
@@ -34,52 +34,19 @@ export async function startWranglerDev(options: { main: string; config: string; 
   // Only what the caller passes may set it: a CA trusted by the vitest process must not leak in.
   if (!options.env?.NODE_EXTRA_CA_CERTS) delete env.NODE_EXTRA_CA_CERTS;
   // Its own process group, so that stop() ends wrangler and workerd together (by this pid only).
-  const child = spawn("node_modules/.bin/node", args, { env, detached: true, stdio: ["ignore", "pipe", "pipe"] });
-  let output = "";
-  child.stdout.on("data", (d) => (output += d));
-  child.stderr.on("data", (d) => (output += d));
-  const exited = new Promise<void>((resolve) => child.once("exit", () => resolve()));
-  let stopping: Promise<void> | undefined;
-  const stop = () =>
-    (stopping ??= (async () => {
-      try {
-        process.kill(-child.pid!, "SIGTERM");
-      } catch {}
-      const killed = setTimeout(() => {
-        try {
-          process.kill(-child.pid!, "SIGKILL");
-        } catch {}
-      }, 5_000);
-      await exited;
-      clearTimeout(killed);
-      rmSync(copy, { recursive: true, force: true });
-    })());
-  // Detached, it would outlive a test process that dies before stop(): end it with that process.
-  const orphaned = () => {
-    try {
-      process.kill(-child.pid!, "SIGKILL");
-    } catch {}
-  };
-  process.once("exit", orphaned);
-  child.once("exit", () => process.off("exit", orphaned));
+  const dev = groupChild("node_modules/.bin/node", args, { env });
+  const stop = () => dev.stop().then(() => rmSync(copy, { recursive: true, force: true }));
   const url = `http://127.0.0.1:${port}`;
-  const deadline = Date.now() + 60_000;
-  for (;;) {
-    if (child.exitCode !== null) throw new Error(`wrangler dev exited (${child.exitCode}):\n${output}`);
-    const ok = await fetch(`${url}/healthz`).then((r) => r.ok, () => false);
-    if (ok) break;
-    if (Date.now() > deadline) {
-      await stop();
-      throw new Error(`wrangler dev did not answer on ${url} within 60 s:\n${output}`);
-    }
-    await new Promise((resolve) => setTimeout(resolve, 200));
-  }
-  const runtimePids = descendants(child.pid!).filter((pid) => comm(pid) === "workerd" && !cmdline(pid).includes(`entry=127.0.0.1:${port} `));
+  await dev.until(() => fetch(`${url}/healthz`).then((r) => r.ok, () => false), `wrangler dev on ${url}`, 60_000).catch((error: unknown) => {
+    rmSync(copy, { recursive: true, force: true });
+    throw error;
+  });
+  const runtimePids = descendants(dev.child.pid!).filter((pid) => comm(pid) === "workerd" && !cmdline(pid).includes(`entry=127.0.0.1:${port} `));
   if (runtimePids.length === 0) {
     await stop();
-    throw new Error(`no workerd process under wrangler dev (pid ${child.pid})`);
+    throw new Error(`no workerd process under wrangler dev (pid ${dev.child.pid})`);
   }
-  return { url, runtimePids, output: () => output, stop };
+  return { url, runtimePids, output: dev.output, stop };
 }
 
 /** Resident set size of these processes together (VmRSS), in bytes; throws if one has exited. */
