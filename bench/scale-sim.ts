@@ -9,6 +9,7 @@
 import { FrontDoor } from "../worker/front.ts";
 import { resolveConfig } from "../worker/tenant.ts";
 import { encodeQuery } from "../src/codec.ts";
+import type { Holding } from "../worker/budget/allocate.ts";
 import { grantOnce, holdings, SCENARIOS, simulateLinks, type LinkSimResult } from "./lib/budget-sim.ts";
 import { fakePostgres } from "./lib/fake-postgres.ts";
 import { HeapClock, settle } from "./lib/heap-clock.ts";
@@ -19,7 +20,16 @@ export interface SimResult {
   simSeconds: number;
   node: string;
   memory: { name: string; what: string; bytesPerInstance: number; totalMiB: number; check: string }[];
-  budget: { holders: number; bytesPerHolder: number; totalBytes: number; grantUs: number; grants: number };
+  budget: {
+    holders: number;
+    bytesPerHolder: number;
+    totalBytes: number;
+    /** One grant's CPU at `holders` holders, µs (mean over `grants`). */
+    grantUs: number;
+    grants: number;
+    /** The same at smaller sizes: how a grant's cost grows with the holders. */
+    grantUsBySize: { holders: number; grantUs: number }[];
+  };
   links: LinkSimResult[];
 }
 
@@ -141,18 +151,30 @@ async function budget(): Promise<SimResult["budget"]> {
   const before = await heap();
   const map = holdings(tenants, now);
   const after = await heap();
-  // Renewals by holders picked at random, as they arrive; the budget has room for all (2 each).
+  // Unmeasured: the JIT's warm-up of allocate() and the object's steps.
+  grantCpuUs(holdings(100, now), now, 3_000);
+  const grants = 200;
+  // Smaller budgets get more grants, so each figure spans at least ~100 ms of CPU.
+  const grantUsBySize = [100, 1_000].filter((n) => n < tenants).map((n) => ({ holders: n, grantUs: grantCpuUs(holdings(n, now), now, Math.round((grants * 10_000) / n)) }));
+  return {
+    holders: map.size, bytesPerHolder: (after - before) / tenants, totalBytes: after - before,
+    grantUs: grantCpuUs(map, now, grants), grants, grantUsBySize,
+  };
+}
+
+/** Mean CPU of one grant (a renewal by a holder picked at random; the budget has room for all), µs, after 20 unmeasured ones. */
+function grantCpuUs(map: Map<string, Holding>, now: number, grants: number): number {
   const random = seeded(7);
   const holders = [...map.keys()];
-  const grants = 200;
-  for (let i = 0; i < 20; i++) grantOnce(map, tenants * 10, { holder: holders[i]!, tenant: `tenant-${i}`, held: 2, wanted: 1 }, now);
-  const cpu0 = process.cpuUsage();
-  for (let i = 0; i < grants; i++) {
+  const renew = (i: number) => {
     const k = Math.floor(random() * holders.length);
-    grantOnce(map, tenants * 10, { holder: holders[k]!, tenant: `tenant-${k}`, held: 2, wanted: 1 }, now + i);
-  }
+    grantOnce(map, map.size * 10, { holder: holders[k]!, tenant: map.get(holders[k]!)!.tenant, held: 2, wanted: 1 }, now + i);
+  };
+  for (let i = 0; i < 20; i++) renew(i);
+  const cpu0 = process.cpuUsage();
+  for (let i = 0; i < grants; i++) renew(20 + i);
   const cpu = process.cpuUsage(cpu0);
-  return { holders: map.size, bytesPerHolder: (after - before) / tenants, totalBytes: after - before, grantUs: (cpu.user + cpu.system) / grants, grants };
+  return (cpu.user + cpu.system) / grants;
 }
 
 // ---------------------------------------------------------------------------------------------

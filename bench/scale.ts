@@ -270,7 +270,10 @@ function markdown(report: {
       `${cellOf(s.map((r) => r.budget.bytesPerHolder), 0)} bytes per holder, ${cellOf(s.map((r) => r.budget.totalBytes / 2 ** 20), 1)} MiB in all. ` +
       `One grant at that size — what \`Budget.lease()\` does per message without its storage writes: expire, collect the others, \`allocate()\` — ` +
       `costs ${cellOf(s.map((r) => r.budget.grantUs), 0)} µs of CPU (mean over ${first.budget.grants} grants), so one budget object can answer at most ` +
-      `${cellOf(s.map((r) => 1e6 / r.budget.grantUs), 0)} messages/s at ${fmt(first.tenants, 0)} holders with its thread saturated.`, "");
+      `${cellOf(s.map((r) => 1e6 / r.budget.grantUs), 0)} messages/s at ${fmt(first.tenants, 0)} holders with its thread saturated` +
+      (first.budget.grantUsBySize.length
+        ? ` (one grant at ${first.budget.grantUsBySize.map((g) => `${fmt(g.holders, 0)} holders: ${cellOf(s.map((r) => r.budget.grantUsBySize.find((x) => x.holders === g.holders)!.grantUs), 0)} µs`).join("; ")}).`
+        : "."), "");
     out.push("### The budget's messages per second", "");
     out.push(`${fmt(first.tenants, 0)} \`BudgetLink\`s (worker/budget/link.ts, unchanged: RENEW_MS, REPORT_GAP_MS, RETRY_MS) on a manual clock for ${first.simSeconds} simulated seconds; ` +
       "each link's `call` is counted and answered after a simulated round trip by a budget with the object's grant rule (scenarios below). Messages per second = calls over the simulated time, after the first second.", "");
