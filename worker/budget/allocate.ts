@@ -3,6 +3,8 @@ export interface Holding {
   /** The pool instance holding capacity: a coordinator restarted is a new holder; the old one's capacity expires. */
   holder: string;
   tenant: string;
+  /** Which of the tenant's shards holds it (0: the tenant's own coordinator). */
+  shard?: number;
   /** Server connections the holder reported holding (opening and closing ones count). */
   held: number;
   /** Connections it would hold if the budget allowed (its borrowers and floors, within its `maxConnections`). */
@@ -17,6 +19,8 @@ export interface Holding {
 export interface BudgetReport {
   holder: string;
   tenant: string;
+  /** Which of the tenant's shards reports (absent: 0); each shard's pool is a holder of its own. */
+  shard?: number;
   held: number;
   wanted: number;
 }

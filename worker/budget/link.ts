@@ -9,6 +9,8 @@ export type BudgetCall = (report: BudgetReport) => Promise<Grant>;
 export interface BudgetLinkDeps {
   budget: string;
   tenant: string;
+  /** Which of the tenant's shards this pool serves (0 or absent: the tenant's own coordinator). */
+  shard?: number;
   /** This pool instance's identity in the budget (a new one per coordinator start and per config change). */
   holder: string;
   clock: Clock;
@@ -133,7 +135,7 @@ export class BudgetLink implements Capacity {
     this.sentHeld = held;
     this.sentWanted = wanted;
     Promise.resolve()
-      .then(() => this.deps.call({ holder: this.deps.holder, tenant: this.deps.tenant, held, wanted }))
+      .then(() => this.deps.call({ holder: this.deps.holder, tenant: this.deps.tenant, ...(this.deps.shard ? { shard: this.deps.shard } : {}), held, wanted }))
       .then(
         (grant) => {
           this.last = grant;

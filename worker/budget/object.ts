@@ -10,7 +10,7 @@ export interface BudgetView extends BudgetConfig {
   budget: string;
   /** Connections counted against the budget now (grants, or what a holder still holds above its grant). */
   used: number;
-  holders: { tenant: string; held: number; wanted: number; granted: number; expiresInMs: number }[];
+  holders: { tenant: string; shard: number; held: number; wanted: number; granted: number; expiresInMs: number }[];
 }
 
 interface Stored {
@@ -107,15 +107,17 @@ export class Budget extends DurableObject {
       budget: this.stored!.budget,
       ...this.stored!.config,
       used: holdings.reduce((sum, h) => sum + occupied(h), 0),
-      holders: holdings.map((h) => ({ tenant: h.tenant, held: h.held, wanted: h.wanted, granted: h.granted, expiresInMs: h.expiresAt - now })),
+      holders: holdings.map((h) => ({ tenant: h.tenant, shard: h.shard ?? 0, held: h.held, wanted: h.wanted, granted: h.granted, expiresInMs: h.expiresAt - now })),
     };
   }
 }
 
 function checkReport(report: BudgetReport): BudgetReport {
   const count = (n: unknown) => typeof n === "number" && Number.isSafeInteger(n) && n >= 0;
-  if (typeof report !== "object" || report === null || typeof report.holder !== "string" || typeof report.tenant !== "string" || !count(report.held) || !count(report.wanted)) {
-    throw new PoolError("BAD_REQUEST", "", "a budget report needs holder, tenant, held and wanted");
+  if (typeof report !== "object" || report === null || typeof report.holder !== "string" || typeof report.tenant !== "string" || !count(report.held) || !count(report.wanted) || !(report.shard === undefined || count(report.shard))) {
+    throw new PoolError("BAD_REQUEST", "", "a budget report needs holder, tenant, held and wanted (and shard, if any, an integer >= 0)");
   }
-  return { holder: report.holder, tenant: report.tenant, held: report.held, wanted: report.wanted };
+  const checked: BudgetReport = { holder: report.holder, tenant: report.tenant, held: report.held, wanted: report.wanted };
+  if (report.shard) checked.shard = report.shard;
+  return checked;
 }
