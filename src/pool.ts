@@ -2,7 +2,7 @@ import { PoolError } from "./errors.ts";
 import { showValue } from "./show.ts";
 import { Connection, unwrap } from "./connection.ts";
 import { decodeResult, encodeQuery } from "./codec.ts";
-import type { Acquired, CallOptions, CoordinatorApi, LeaseApi, Reply, WireTarget } from "./protocol.ts";
+import type { Acquired, CallOptions, CoordinatorApi, LeaseApi, Reply, ShardWireTarget, WireTarget } from "./protocol.ts";
 import { remoteCoordinator } from "./remote.ts";
 import type { Result } from "./result.ts";
 import { checkQuery, statement } from "./sql.ts";
@@ -242,8 +242,8 @@ function isNamespace(target: Exclude<PoolTarget, string>): target is NamespaceLi
 }
 
 /** The stub of one shard of a tenant behind a Durable Object namespace (`tenant`, `tenant#1`, ...). */
-function shardStub(target: NamespaceLike, tenant: string, shard: number): CoordinatorApi & WireTarget {
-  return target.get(target.idFromName(shardName(tenant, shard)) as never) as CoordinatorApi & WireTarget;
+function shardStub(target: NamespaceLike, tenant: string, shard: number): CoordinatorApi & ShardWireTarget {
+  return target.get(target.idFromName(shardName(tenant, shard)) as never) as CoordinatorApi & ShardWireTarget;
 }
 
 /**
@@ -251,7 +251,7 @@ function shardStub(target: NamespaceLike, tenant: string, shard: number): Coordi
  * of two choices on what this isolate learnt (the answer says how to end its
  * count), and another shard once if the session's call is not taken.
  */
-export function wireShards(target: PoolTarget | WireTarget, tenant: string): { router: ShardRouter; stubOf: (shard: number) => WireTarget } | undefined {
+export function wireShards(target: PoolTarget | WireTarget, tenant: string): { router: ShardRouter; stubOf: (shard: number) => ShardWireTarget } | undefined {
   if (typeof target === "string" || !isNamespace(target as Exclude<PoolTarget, string>)) return undefined;
   const namespace = target as NamespaceLike;
   return { router: routerFor(namespace, tenant), stubOf: (shard) => shardStub(namespace, tenant, shard) };

@@ -1,5 +1,5 @@
 import type { ErrorShape } from "./errors.ts";
-import type { ShardHint } from "./shards.ts";
+import type { HintedWire, ShardHint } from "./shards.ts";
 
 /**
  * Every coordinator answer: errors travel as values because RPC drops custom
@@ -49,4 +49,9 @@ export type WireMode = "transaction" | "session";
  */
 export interface WireTarget {
   wire(tenant: string, options: { mode: WireMode }, inbound: ReadableStream<Uint8Array>): Promise<ReadableStream<Uint8Array>>;
+}
+
+/** One shard's coordinator as a driver session's router calls it: asked with `hint: true`, it answers the stream with its load hint. */
+export interface ShardWireTarget {
+  wire(tenant: string, options: { mode: WireMode; hint: true }, inbound: ReadableStream<Uint8Array>): Promise<ReadableStream<Uint8Array> | HintedWire>;
 }

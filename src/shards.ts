@@ -12,6 +12,20 @@ export interface ShardHint {
   load: number;
 }
 
+/** The header a shard's answer to a tunnel's upgrade carries its hint in (JSON). */
+export const HINT_HEADER = "X-Edgepool-Hint";
+
+/** A shard's answer to `wire` asked with `hint: true`: the session's stream and the shard's hint. */
+export interface HintedWire {
+  stream: ReadableStream<Uint8Array>;
+  hint?: ShardHint;
+}
+
+/** A `wire` answer as stream and hint: a coordinator from before hints answers the bare stream. */
+export function hintedWire(answer: ReadableStream<Uint8Array> | HintedWire): HintedWire {
+  return answer instanceof ReadableStream ? { stream: answer } : answer;
+}
+
 /** The Durable Object name of a tenant's shard: the tenant itself for shard 0, `tenant#i` for the others. */
 export function shardName(tenant: string, shard: number): string {
   return shard === 0 ? tenant : `${tenant}#${shard}`;

@@ -3,7 +3,7 @@ import { PoolError } from "./errors.ts";
 import { showValue } from "./show.ts";
 import { wireShards, wireTarget, type PoolTarget } from "./pool.ts";
 import type { WireMode, WireTarget } from "./protocol.ts";
-import { routed } from "./shards.ts";
+import { hintedWire, routed } from "./shards.ts";
 import { WireSocket } from "./socket.ts";
 import { openTunnel } from "./websocket.ts";
 
@@ -51,13 +51,17 @@ export function connect(target: PoolTarget | WireTarget, options: WireOptions): 
 function open(target: PoolTarget | WireTarget, tenant: string, mode: WireMode, token: string | undefined): WireSocket {
   if (typeof target === "string") return new WireSocket(openTunnel(target, { tenant, mode, token }));
   const shards = wireShards(target, tenant);
-  const attempt = (to: WireTarget) => {
-    const inbound = new TransformStream<Uint8Array, Uint8Array>(undefined, new ByteLengthQueuingStrategy({ highWaterMark: INBOUND_HIGH_WATER_BYTES }));
-    return to.wire(tenant, { mode }, inbound.readable).then((readable) => ({ readable, writable: inbound.writable }));
-  };
-  if (!shards) return new WireSocket(attempt(wireTarget(target, tenant)));
+  const inbound = () => new TransformStream<Uint8Array, Uint8Array>(undefined, new ByteLengthQueuingStrategy({ highWaterMark: INBOUND_HIGH_WATER_BYTES }));
+  if (!shards) {
+    const { readable, writable } = inbound();
+    return new WireSocket(wireTarget(target, tenant).wire(tenant, { mode }, readable).then((stream) => ({ readable: stream, writable })));
+  }
   // WireSocket writes nothing before the call answers, so a call that failed sent nothing: another shard may take the session.
-  const opened = routed(shards.router, shards.stubOf, async (stub) => ({ ok: true, value: await attempt(stub) }), () => true);
+  const opened = routed(shards.router, shards.stubOf, async (stub) => {
+    const { readable, writable } = inbound();
+    const { stream, hint } = hintedWire(await stub.wire(tenant, { mode, hint: true }, readable));
+    return { ok: true, value: { readable: stream, writable }, hint };
+  }, () => true);
   return new WireSocket(opened.then(({ answer, leave }) => (leave(), answer.value)));
 }
 

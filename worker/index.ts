@@ -10,7 +10,9 @@ import { observe } from "./observe.ts";
 import { callOption } from "./reply.ts";
 import { checkTenant } from "./tenant.ts";
 import { refuse } from "./tunnel.ts";
-import { notDelivered, routed, routerFor, shardName } from "../src/shards.ts";
+import { bridge } from "./connect.ts";
+import { refusal } from "../src/websocket.ts";
+import { HINT_HEADER, hintedWire, notDelivered, routed, routerFor, shardName } from "../src/shards.ts";
 
 export { Budget } from "./budget/object.ts";
 export { PoolCoordinator } from "./coordinator.ts";
@@ -43,7 +45,11 @@ export class PoolService extends WorkerEntrypoint<Env> {
   async wire(tenant: string, options: { mode?: WireMode } | undefined, inbound: ReadableStream<Uint8Array>): Promise<ReadableStream<Uint8Array>> {
     try {
       checkTenant(tenant);
-      const { answer, leave } = await routed(routerFor(this.env.EDGEPOOL, tenant), (shard) => shardFor(this.env, tenant, shard), async (c) => ({ ok: true, value: await c.wire(tenant, options, inbound) }), notDelivered);
+      const mode = options?.mode ?? "transaction";
+      const { answer, leave } = await routed(routerFor(this.env.EDGEPOOL, tenant), (shard) => shardFor(this.env, tenant, shard), async (c) => {
+        const { stream, hint } = hintedWire(await c.wire(tenant, { mode, hint: true }, inbound));
+        return { ok: true, value: stream, hint };
+      }, notDelivered);
       leave();
       return answer.value;
     } catch (error) {
@@ -82,8 +88,8 @@ const handler = {
     let tenant = match[1]!;
     try {
       tenant = checkTenant(decodeURIComponent(tenant));
+      if (match[2] === "connect") return await connectRoute(request, env, tenant);
       const coordinator = coordinatorFor(env, tenant);
-      if (match[2] === "connect") return await connectRoute(request, env, tenant, coordinator);
       if (match[2] === "stats") {
         await verifyToken(tokenSecret(env, tenant), bearerToken(request), tenant, Math.floor(Date.now() / 1000));
         if (request.method !== "GET") throw new PoolError("BAD_REQUEST", tenant, `${pathname} takes GET`);
@@ -103,11 +109,12 @@ export default handler;
 /**
  * `GET /v1/tenants/:tenant/connect[?mode=session|transaction][&auth=password][&acquireTimeoutMs=…][&queryTimeoutMs=…]`:
  * checks the mode, the session's options and the token before the upgrade,
- * then hands the upgrade to the tenant's coordinator. With `auth=password` (for tools that can only send
+ * then hands the upgrade to one of the tenant's shards, picked by power of
+ * two choices on the hints their upgrades answer with (`HINT_HEADER`). With `auth=password` (for tools that can only send
  * a password: `edgepool proxy` without a token) the session asks for the
  * token as its startup password instead, over TLS only unless on loopback.
  */
-async function connectRoute(request: Request, env: Env, tenant: string, coordinator: DurableObjectStub<PoolCoordinator>): Promise<Response> {
+async function connectRoute(request: Request, env: Env, tenant: string): Promise<Response> {
   const url = new URL(request.url);
   const mode = url.searchParams.get("mode") ?? "transaction";
   if (mode !== "transaction" && mode !== "session") {
@@ -140,7 +147,37 @@ async function connectRoute(request: Request, env: Env, tenant: string, coordina
   headers.set("X-Edgepool-Mode", mode);
   headers.set("X-Edgepool-Auth", password ? "password" : "token");
   for (const [header, value] of options) headers.set(header, String(value));
-  return coordinator.fetch(new Request(request, { headers }));
+  // Nothing of the client's was sent before the upgrade: a shard that refuses it (or a call that breaks) leaves it to another shard.
+  const { answer, leave } = await routed(routerFor(env.EDGEPOOL, tenant), (shard) => shardFor(env, tenant, shard), async (c): Promise<Upgrade> => {
+    const response = await c.fetch(new Request(request, { headers }));
+    const hint = readHint(response.headers.get(HINT_HEADER));
+    if (response.status === 101) return { ok: true, response, hint };
+    return { ok: false, error: await refusal(response, tenant, "the shard's upgrade"), hint };
+  }, () => true);
+  leave();
+  if (answer.ok) return answer.response;
+  // No shard took it: the client learns why in its session, as a driver would from a server (after its password, if it sends one).
+  const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
+  server.accept();
+  bridge(server, {
+    tenant,
+    mode,
+    open: (inbound) => refuse(inbound, answer.error, tenant),
+    checkPassword: password ? (presented) => verifyToken(tokenSecret(env, tenant), presented, tenant, Math.floor(Date.now() / 1000)) : undefined,
+  });
+  return new Response(null, { status: 101, webSocket: client, headers: offered.includes("edgepool") ? { "Sec-WebSocket-Protocol": "edgepool" } : undefined });
+}
+
+/** A shard's answer to a tunnel's upgrade: the 101 to pass on, or why it refused. */
+type Upgrade = { ok: true; response: Response; hint: unknown } | { ok: false; error: PoolError; hint: unknown };
+
+/** A shard's hint header as the router takes it (anything unreadable is no hint). */
+function readHint(header: string | null): unknown {
+  try {
+    return header === null ? undefined : JSON.parse(header);
+  } catch {
+    return undefined;
+  }
 }
 
 /** Shard `shard` of a tenant's coordinators (`tenant`, `tenant#1`, ...). */
