@@ -1,7 +1,7 @@
 import { describe, expect, it } from "vitest";
 import type { FrontStats } from "../../worker/front.ts";
 import type { Clock } from "../../worker/pool/clock.ts";
-import type { Sizing } from "../../worker/pool/metrics.ts";
+import { Metrics, sizing, type Sizing } from "../../worker/pool/metrics.ts";
 import { sumShards, type ShardStats } from "../../worker/shards.ts";
 import { PROBE_INTERVAL_MS, threadSizing, ThreadMeter, type ThreadLoad } from "../../worker/thread-meter.ts";
 
@@ -94,7 +94,7 @@ describe("thread meter", () => {
     expect(load.busyRatio).toBeCloseTo(load.callsPerSecond / 1000, 3);
   });
 
-  it("a thread occupied 30 ms of every 40: each probe fires 20 ms late, 500 ms a second (busy before the probe was due is not seen: a lower bound)", () => {
+  it("a thread occupied 30 ms of every 40: each probe fires 20 ms late, 19 counted (1 ms slack), 475 ms a second (busy before the probe was due is not seen: a lower bound)", () => {
     const clock = new ThreadClock();
     const meter = new ThreadMeter(clock);
     clock.idle(1_000 - (clock.t % 1_000));
@@ -103,7 +103,18 @@ describe("thread meter", () => {
       clock.busy(30);
       clock.idle(PROBE_INTERVAL_MS);
     }
-    expect(meter.load()).toEqual({ callsPerSecond: 25, busyMsPerSecond: 500, busyRatio: 0.5 });
+    expect(meter.load()).toEqual({ callsPerSecond: 25, busyMsPerSecond: 475, busyRatio: 0.475 });
+  });
+
+  it("a probe 1 ms late (the clock's step: an idle workerd's timers read so) counts nothing", () => {
+    const clock = new ThreadClock();
+    const meter = new ThreadMeter(clock);
+    for (let i = 0; i < 200; i++) {
+      meter.call();
+      clock.idle(PROBE_INTERVAL_MS - 1);
+      clock.busy(2);
+    }
+    expect(meter.load().busyMsPerSecond).toBe(0);
   });
 
   it("a saturated thread (each probe waits behind 90 ms of queued work): ~8/9 of each second busy, coordinator-bound", () => {
@@ -141,6 +152,14 @@ describe("thread meter", () => {
     expect(meter.load()).toEqual({ callsPerSecond: 1, busyMsPerSecond: 0, busyRatio: 0.001 });
   });
 
+  it("a probe late by seconds counts the calls it saw as a rate (3000 calls over 3 s: 1000 a second, not 3000 in one)", () => {
+    const clock = new ThreadClock();
+    const meter = new ThreadMeter(clock);
+    for (let i = 0; i < 3000; i++) meter.call();
+    clock.busy(3_000);
+    expect(meter.load().callsPerSecond).toBe(1000);
+  });
+
   it("busy time in a second is capped at 1000 ms (one probe late by longer than a second)", () => {
     const clock = new ThreadClock();
     const meter = new ThreadMeter(clock);
@@ -152,6 +171,14 @@ describe("thread meter", () => {
 
 describe("sizing with the coordinator's thread", () => {
   const load = (busyRatio: number, callsPerSecond = 100): ThreadLoad => ({ callsPerSecond, busyMsPerSecond: Math.round(busyRatio * 1000), busyRatio });
+
+  it("the pool's own rule suggests the shards it has", () => {
+    const m = new Metrics();
+    m.acquired = 10;
+    m.peakDemand = 6;
+    expect(sizing(m, 10, 0, 3)).toMatchObject({ verdict: "balanced", suggestedShards: 3 });
+    expect(sizing(new Metrics(), 10, 0)).toMatchObject({ verdict: "idle", suggestedShards: 1 });
+  });
 
   it("at or below 70% of the thread the pool's verdict stands and suggestedShards is the current shards", () => {
     expect(threadSizing(balanced, load(0.7), 1)).toEqual({ ...balanced, suggestedShards: 1 });
