@@ -2,7 +2,6 @@ import { connect } from "cloudflare:sockets";
 import { DurableObject } from "cloudflare:workers";
 import { PoolError } from "../src/errors.ts";
 import type { Acquired, CallOptions, CoordinatorApi, Reply, WireMode } from "../src/protocol.ts";
-import { fail } from "./admin.ts";
 import { tokenSecret, verifyToken } from "./auth.ts";
 import { bridge } from "./connect.ts";
 import { directoryFor } from "./directory.ts";
@@ -17,7 +16,7 @@ import { callOption, reply } from "./reply.ts";
 import type { Connector } from "./server/socket.ts";
 import { BudgetLink } from "./budget/link.ts";
 import { shardOptions, type PoolOptions } from "./pool/options.ts";
-import { HINT_HEADER, shardName, type HintedWire, type ShardHint } from "../src/shards.ts";
+import { shardName, type ShardHint } from "../src/shards.ts";
 import { sumShards, type ShardedStats } from "./shards.ts";
 import { checkTenant, configFromEnv, DEFAULT_TENANT, maskPassword, resolveConfig, type TenantConfig } from "./tenant.ts";
 
@@ -37,6 +36,12 @@ interface StoredTenant {
   config: TenantConfig;
   /** Which of the tenant's shards this object is; 0 (absent) for the tenant's own object, its config home. */
   shard?: number;
+}
+
+/** What a shard that left its tenant's layout keeps: whose it was and how many shards the tenant has now. */
+interface RetiredShard {
+  tenant: string;
+  shards: number;
 }
 
 
@@ -62,6 +67,8 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
   private config: TenantConfig | undefined;
   /** Which of the tenant's shards this object serves (`tenant#i` for i > 0). */
   private shard = 0;
+  /** Set once a smaller `shards` removed this shard: the tenant's shard count now (it takes no new sessions). */
+  private retiredTo: number | undefined;
   private front: FrontDoor | undefined;
   private nextLeaseId = 1;
   /** When the janitor wants to run next, as the pool last said. */
@@ -84,6 +91,11 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
     // Opening initialConnections when the coordinator starts, not on the first borrower.
     this.shard = stored?.shard ?? 0;
     if (stored) this.start(stored.tenant, stored.config);
+    const retired = stored ? undefined : ctx.storage.kv.get<RetiredShard>("retired");
+    if (retired) {
+      this.tenant = retired.tenant;
+      this.retiredTo = retired.shards;
+    }
   }
 
   /** Sets (or replaces) this tenant's database and pool options; the old pool drains gracefully. */
@@ -93,9 +105,12 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
       if (this.shard !== 0) throw new PoolError("BAD_REQUEST", tenant, `this object is shard ${this.shard} of tenant "${tenant}"; configure the tenant itself`);
       const config = resolveConfig(tenant, input ?? {});
       const before = this.config?.options.shards ?? 1;
+      const shards = config.options.shards ?? 1;
+      // New shards first: answers announce a shard count only once every shard it counts takes sessions.
+      await this.layout(tenant, config, before, shards, "added");
       this.ctx.storage.kv.put("tenant", { tenant, config } satisfies StoredTenant);
       this.start(tenant, config);
-      await this.layout(tenant, config, before);
+      await this.layout(tenant, config, before, shards, "kept");
       // Listed at once; if the directory cannot be reached, the next report (which carries the config) registers it.
       await directoryFor(this.env, tenant)?.register(view(tenant, config), Date.now()).catch(() => this.changed());
       return view(tenant, config);
@@ -104,23 +119,26 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
 
   /**
    * Shard 0 configures its sibling shards `tenant#1..` with the tenant's
-   * config (each runs on its share), and removes the shards a smaller
-   * `shards` left over (they drain: in-flight work finishes).
+   * config (each runs on its share): the `added` ones (beyond `before`)
+   * before shard 0 takes the new config, the `kept` ones after it; then it
+   * retires the shards a smaller `shards` left over (they finish the sessions
+   * they have and take no new ones).
    */
-  private async layout(tenant: string, config: TenantConfig, before: number): Promise<void> {
-    const shards = config.options.shards ?? 1;
+  private async layout(tenant: string, config: TenantConfig, before: number, shards: number, which: "added" | "kept"): Promise<void> {
+    const placed = config.options.locationHint;
     const calls: Promise<Reply<unknown>>[] = [];
-    for (let i = 1; i < shards; i++) calls.push(this.sibling(tenant, i).configureShard(tenant, config, i));
-    for (let i = shards; i < before; i++) calls.push(this.sibling(tenant, i).remove(tenant));
+    const from = which === "added" ? before : 1;
+    const to = which === "added" ? shards : Math.min(before, shards);
+    for (let i = from; i < to; i++) calls.push(this.sibling(tenant, i, placed).configureShard(tenant, config, i));
+    if (which === "kept") for (let i = shards; i < before; i++) calls.push(this.sibling(tenant, i, placed).retire(tenant, i, shards));
     const answers = await Promise.all(calls);
     const failed = answers.find((a) => !a.ok);
     if (failed && !failed.ok) throw new PoolError("INTERNAL", tenant, `tenant "${tenant}": a shard could not be configured: ${failed.error.message}`);
   }
 
   /** The stub of shard `i` of this tenant, placed by the tenant's `locationHint`. */
-  private sibling(tenant: string, shard: number): DurableObjectStub<PoolCoordinator> {
+  private sibling(tenant: string, shard: number, locationHint = this.config?.options.locationHint): DurableObjectStub<PoolCoordinator> {
     const namespace = this.env.EDGEPOOL;
-    const locationHint = this.config?.options.locationHint;
     return namespace.get(namespace.idFromName(shardName(tenant, shard)), locationHint ? { locationHint } : undefined);
   }
 
@@ -132,10 +150,44 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
       const config = resolveConfig(tenant, input ?? {});
       if (shard >= (config.options.shards ?? 1)) throw new PoolError("BAD_REQUEST", tenant, `shard ${shard} is beyond shards = ${config.options.shards ?? 1}`);
       this.shard = shard;
+      this.retiredTo = undefined;
+      this.ctx.storage.kv.delete("retired");
       this.ctx.storage.kv.put("tenant", { tenant, config, shard } satisfies StoredTenant);
       this.start(tenant, config);
       return view(tenant, config);
     });
+  }
+
+  /**
+   * Shard 0 removed this shard (its tenant has `shards` now): it forgets the
+   * config and takes no new sessions — one-shots and leases are refused with
+   * a hint of the new count (the client goes to another shard), a driver's
+   * new session is handed to a shard that stays — while the sessions it has
+   * finish here; its connections close after the last one ended.
+   */
+  async retire(tenant: string, shard: number, shards: number): Promise<Reply<{ tenant: string; clients: number }>> {
+    return reply(String(tenant), async () => {
+      this.checkRoute(checkTenant(tenant));
+      if (!Number.isSafeInteger(shard) || !Number.isSafeInteger(shards) || shards < 1 || shard < shards) {
+        throw new PoolError("BAD_REQUEST", tenant, `shard ${String(shard)} is not beyond shards = ${String(shards)}`);
+      }
+      this.tenant = tenant;
+      this.shard = shard;
+      this.retiredTo = shards;
+      this.config = undefined;
+      this.ctx.storage.kv.delete("tenant");
+      this.ctx.storage.kv.put("retired", { tenant, shards } satisfies RetiredShard);
+      const clients = this.front?.stats().clients ?? 0;
+      this.front?.retire();
+      return { tenant, clients };
+    });
+  }
+
+  /** A retired shard refuses new sessions with `POOL_CLOSED` (their answer carries the tenant's shard count now). */
+  private taking(tenant: string): void {
+    if (this.retiredTo === undefined) return;
+    this.checkRoute(checkTenant(tenant));
+    throw new PoolError("POOL_CLOSED", tenant, `tenant "${tenant}" shard ${this.shard} was removed (shards = ${this.retiredTo}): it takes no new sessions`);
   }
 
   /** This tenant's configuration with the password masked. */
@@ -171,9 +223,7 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
    * and the session's options (`X-Edgepool-*` headers): a remote client's
    * WebSocket (`/connect`), accepted and bridged to a wire session. With
    * `X-Edgepool-Auth: password` the session first checks its startup password
-   * as a client token. A session this shard cannot take is refused before
-   * the upgrade (`UNKNOWN_TENANT`, `POOL_CLOSED`: the Worker may try another
-   * shard); the upgrade carries this shard's hint (`HINT_HEADER`).
+   * as a client token.
    */
   override async fetch(request: Request): Promise<Response> {
     const tenant = request.headers.get("X-Edgepool-Tenant") ?? "";
@@ -182,12 +232,6 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
     for (const [key, header] of SESSION_OPTION_HEADERS) {
       const value = request.headers.get(header);
       if (value !== null) options[key] = Number(value);
-    }
-    let hint: ShardHint;
-    try {
-      hint = this.sessionHint(tenant);
-    } catch (error) {
-      return fail(error, tenant);
     }
     const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
     server.accept();
@@ -205,34 +249,27 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
         ? (password) => verifyToken(tokenSecret(this.env, tenant), password, tenant, Math.floor(Date.now() / 1000))
         : undefined,
     });
-    const headers = new Headers({ [HINT_HEADER]: JSON.stringify(hint) });
-    if (request.headers.get("Sec-WebSocket-Protocol") === "edgepool") headers.set("Sec-WebSocket-Protocol", "edgepool");
+    const headers = request.headers.get("Sec-WebSocket-Protocol") === "edgepool" ? { "Sec-WebSocket-Protocol": "edgepool" } : undefined;
     return new Response(null, { status: 101, webSocket: client, headers });
-  }
-
-  /** This shard's hint in an answer that opens a client session (an upgrade, a driver's `wire`): that session counts, about to borrow. Throws what refuses the session. */
-  private sessionHint(tenant: string): ShardHint {
-    const front = this.frontFor(tenant);
-    if (!this.config) throw new PoolError("POOL_CLOSED", tenant, `tenant "${tenant}" was deleted: it takes no new sessions`);
-    return { shards: this.config.options.shards ?? 1, load: front.load() + 1 };
   }
 
   /**
    * A driver's client session (postgres.js, pg): `inbound` carries its
    * protocol bytes, startup first; the answer streams back. The session ends
    * with the caller's request (its streams break) or when the driver ends it.
-   * Asked with `hint: true` (a client that picks shards), the answer is the
-   * stream with this shard's hint; a refused session's stream comes alone.
    */
-  async wire(tenant: string, options: { mode?: WireMode; hint?: boolean } | undefined, inbound: ReadableStream<Uint8Array>): Promise<ReadableStream<Uint8Array> | HintedWire> {
+  async wire(tenant: string, options: { mode?: WireMode } | undefined, inbound: ReadableStream<Uint8Array>): Promise<ReadableStream<Uint8Array>> {
     try {
       const mode = options?.mode ?? "transaction";
       if (mode !== "transaction" && mode !== "session") {
         throw new PoolError("INVALID_OPTION", String(tenant), `option "mode" = ${JSON.stringify(mode)} must be "transaction" or "session"`);
       }
-      if (options?.hint !== true) return this.frontFor(tenant).connect(mode, inbound);
-      const hint = this.sessionHint(tenant);
-      return { stream: this.front!.connect(mode, inbound), hint };
+      // A driver's session cannot be sent back: a retired shard hands it to a shard that stays (whose answer, hint included, goes back as is).
+      if (this.retiredTo !== undefined) {
+        this.checkRoute(checkTenant(tenant));
+        return await this.sibling(tenant, Math.floor(Math.random() * this.retiredTo)).wire(tenant, options, inbound);
+      }
+      return this.frontFor(tenant).connect(mode, inbound);
     } catch (error) {
       return refuse(inbound, error, String(tenant));
     }
@@ -241,6 +278,7 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
   /** A built-in one-shot: one batch of frontend bytes in transaction mode, answered up to its last ReadyForQuery. */
   async run(tenant: string, bytes: Uint8Array, options?: CallOptions): Promise<Reply<Uint8Array>> {
     return this.hinted(reply(String(tenant), async () => {
+      this.taking(tenant);
       const front = this.frontFor(tenant);
       checkBatch(tenant, bytes);
       const runner = front.batches("transaction", { acquireTimeoutMs: callOption(tenant, options, "acquireTimeoutMs") });
@@ -255,6 +293,7 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
   /** A built-in lease (session mode): one connection pinned until `release()` or until the caller's stub is disposed. */
   async acquire(tenant: string, options?: CallOptions): Promise<Reply<Acquired>> {
     return this.hinted(reply(String(tenant), async () => {
+      this.taking(tenant);
       const front = this.frontFor(tenant);
       const { runner, pid } = await front.lease({ acquireTimeoutMs: callOption(tenant, options, "acquireTimeoutMs") });
       const id = this.nextLeaseId++;
@@ -265,8 +304,9 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
   /** An answer with this shard's load hint: clients learn the shard count and pick the less loaded of two shards. */
   private async hinted<T>(answer: Promise<Reply<T>>): Promise<Reply<T>> {
     const value = await answer;
-    if (!this.front || !this.config) return value;
-    const hint: ShardHint = { shards: this.config.options.shards ?? 1, load: this.front.load() };
+    const shards = this.config ? (this.config.options.shards ?? 1) : this.retiredTo;
+    if (shards === undefined) return value;
+    const hint: ShardHint = { shards, load: this.front?.load() ?? 0 };
     return { ...value, hint };
   }
 
@@ -360,7 +400,7 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
     return this.front;
   }
 
-  /** The budget link of a new pool (option `budget`): each pool instance is its own holder, so a restarted coordinator's old grant expires rather than being taken over. */
+  /** The budget link of a new pool (option `budget`): each pool instance (each shard's, each config's) is its own holder, so a restarted coordinator's old grant expires rather than being taken over. */
   private budgetLink(options: PoolOptions): BudgetLink | undefined {
     const budget = options.budget;
     if (budget === undefined) return undefined;
@@ -369,7 +409,8 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
     return new BudgetLink({
       budget,
       tenant,
-      holder: `${tenant}:${crypto.randomUUID()}`,
+      shard: this.shard,
+      holder: `${shardName(tenant, this.shard)}:${crypto.randomUUID()}`,
       clock: systemClock,
       call: async (report) => {
         if (!namespace) throw new Error("the Worker has no EDGEPOOL_BUDGETS binding");

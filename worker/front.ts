@@ -76,6 +76,8 @@ export class FrontDoor {
   /** The pool as sessions see it: acquire from the current pool, everything else on the lease's own. */
   private readonly sessionPool: SessionPool<ServerConnection>;
   private readonly recent: LogLine[] = [];
+  /** This shard was removed from its tenant's layout: it serves the sessions it has, then its pool drains. */
+  private retiring = false;
 
   constructor(deps: FrontDeps, config: TenantConfig) {
     this.deps = deps;
@@ -114,6 +116,7 @@ export class FrontDoor {
   /** Applies a new config: new connections follow it; the old pool drains (its leases finish, its waiters move here). */
   configure(config: TenantConfig): void {
     const old = this.pool;
+    this.retiring = false;
     const pool: Pool<ServerConnection> = new Pool({
       tenant: this.tenant,
       options: config.options,
@@ -136,6 +139,17 @@ export class FrontDoor {
   /** Stops taking sessions and closes every connection once its borrower is done. */
   drain(): Promise<void> {
     return this.pool.drain();
+  }
+
+  /**
+   * This shard left its tenant's layout (a smaller `shards`): the sessions it
+   * has (a driver's open sessions, leases, one-shots in flight) keep their
+   * pool, waiters included; the host takes no new ones; the pool drains once
+   * the last one ended. Like PgBouncer's `SHUTDOWN WAIT_FOR_CLIENTS`.
+   */
+  retire(): void {
+    this.retiring = true;
+    this.drainIfRetired();
   }
 
   /**
@@ -236,7 +250,12 @@ export class FrontDoor {
       stats: this.counters,
       cancelKeys: this.cancelKeys,
       parameters: () => this.serverParameters(),
+      ended: () => this.drainIfRetired(),
     };
+  }
+
+  private drainIfRetired(): void {
+    if (this.retiring && this.counters.clients === 0) void this.pool.drain();
   }
 
   /** Borrows from the current pool; a waiter caught by a config change moves to the new pool instead of failing. */

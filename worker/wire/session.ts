@@ -48,6 +48,8 @@ export interface WireSessionDeps<B extends Backend> {
   startup: boolean;
   /** Overrides the pool's `acquireTimeoutMs` for this session's acquires. */
   acquireTimeoutMs?: number;
+  /** Told once when the session ended (after its server connection went back): a retiring shard drains after its last session. */
+  ended?: () => void;
   /**
    * Cancels the running query on the server once an answer (ReadyForQuery) is
    * owed this long, and turns its 57014 into `QUERY_TIMEOUT` (0 or absent: off).
@@ -181,6 +183,7 @@ export class WireSession<B extends Backend> {
     this.stopQueryTimer();
     this.release();
     for (const resolve of this.settled.splice(0)) resolve();
+    this.deps.ended?.();
   }
 
   /** Resolves once every Sync, Query and FunctionCall received so far was answered with a ReadyForQuery sent to the client, or the session closed. */
