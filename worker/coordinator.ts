@@ -2,6 +2,7 @@ import { connect } from "cloudflare:sockets";
 import { DurableObject } from "cloudflare:workers";
 import { PoolError } from "../src/errors.ts";
 import type { Acquired, CallOptions, CoordinatorApi, Reply, WireMode } from "../src/protocol.ts";
+import { fail } from "./admin.ts";
 import { tokenSecret, verifyToken } from "./auth.ts";
 import { bridge } from "./connect.ts";
 import { directoryFor } from "./directory.ts";
@@ -16,7 +17,7 @@ import { callOption, reply } from "./reply.ts";
 import type { Connector } from "./server/socket.ts";
 import { BudgetLink } from "./budget/link.ts";
 import { shardOptions, type PoolOptions } from "./pool/options.ts";
-import { shardName, type ShardHint } from "../src/shards.ts";
+import { HINT_HEADER, shardName, type HintedWire, type ShardHint } from "../src/shards.ts";
 import { sumShards, type ShardedStats } from "./shards.ts";
 import { checkTenant, configFromEnv, DEFAULT_TENANT, maskPassword, resolveConfig, type TenantConfig } from "./tenant.ts";
 
@@ -223,7 +224,9 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
    * and the session's options (`X-Edgepool-*` headers): a remote client's
    * WebSocket (`/connect`), accepted and bridged to a wire session. With
    * `X-Edgepool-Auth: password` the session first checks its startup password
-   * as a client token.
+   * as a client token. A session this shard cannot take is refused before
+   * the upgrade (`UNKNOWN_TENANT`, `POOL_CLOSED`: the Worker may try another
+   * shard); the upgrade carries this shard's hint (`HINT_HEADER`).
    */
   override async fetch(request: Request): Promise<Response> {
     const tenant = request.headers.get("X-Edgepool-Tenant") ?? "";
@@ -232,6 +235,12 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
     for (const [key, header] of SESSION_OPTION_HEADERS) {
       const value = request.headers.get(header);
       if (value !== null) options[key] = Number(value);
+    }
+    let hint: ShardHint;
+    try {
+      hint = this.sessionHint(tenant);
+    } catch (error) {
+      return fail(error, tenant);
     }
     const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
     server.accept();
@@ -249,16 +258,26 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
         ? (password) => verifyToken(tokenSecret(this.env, tenant), password, tenant, Math.floor(Date.now() / 1000))
         : undefined,
     });
-    const headers = request.headers.get("Sec-WebSocket-Protocol") === "edgepool" ? { "Sec-WebSocket-Protocol": "edgepool" } : undefined;
+    const headers = new Headers({ [HINT_HEADER]: JSON.stringify(hint) });
+    if (request.headers.get("Sec-WebSocket-Protocol") === "edgepool") headers.set("Sec-WebSocket-Protocol", "edgepool");
     return new Response(null, { status: 101, webSocket: client, headers });
+  }
+
+  /** This shard's hint in an answer that opens a client session (an upgrade, a driver's `wire`): that session counts, about to borrow. Throws what refuses the session. */
+  private sessionHint(tenant: string): ShardHint {
+    const front = this.frontFor(tenant);
+    if (!this.config) throw new PoolError("POOL_CLOSED", tenant, `tenant "${tenant}" was deleted: it takes no new sessions`);
+    return { shards: this.config.options.shards ?? 1, load: front.load() + 1 };
   }
 
   /**
    * A driver's client session (postgres.js, pg): `inbound` carries its
    * protocol bytes, startup first; the answer streams back. The session ends
    * with the caller's request (its streams break) or when the driver ends it.
+   * Asked with `hint: true` (a client that picks shards), the answer is the
+   * stream with this shard's hint; a refused session's stream comes alone.
    */
-  async wire(tenant: string, options: { mode?: WireMode } | undefined, inbound: ReadableStream<Uint8Array>): Promise<ReadableStream<Uint8Array>> {
+  async wire(tenant: string, options: { mode?: WireMode; hint?: boolean } | undefined, inbound: ReadableStream<Uint8Array>): Promise<ReadableStream<Uint8Array> | HintedWire> {
     try {
       const mode = options?.mode ?? "transaction";
       if (mode !== "transaction" && mode !== "session") {
@@ -269,7 +288,9 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
         this.checkRoute(checkTenant(tenant));
         return await this.sibling(tenant, Math.floor(Math.random() * this.retiredTo)).wire(tenant, options, inbound);
       }
-      return this.frontFor(tenant).connect(mode, inbound);
+      if (options?.hint !== true) return this.frontFor(tenant).connect(mode, inbound);
+      const hint = this.sessionHint(tenant);
+      return { stream: this.front!.connect(mode, inbound), hint };
     } catch (error) {
       return refuse(inbound, error, String(tenant));
     }
