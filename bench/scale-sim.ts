@@ -118,7 +118,7 @@ async function memory(): Promise<SimResult["memory"]> {
     return { keep: f, check: `${total} connections open` };
   });
 
-  await measure("idle after 3 one-shots, connection reaped", "the same after 3 built-in one-shots (`select 1`), then past idleTimeoutMs and a janitor sweep: no connection, 50 recent events kept", async () => {
+  await measure("idle after 3 one-shots, connection reaped", "the same after 3 built-in one-shots (`select 1`), then past idleTimeoutMs and a janitor sweep: no connection left, its recent pool events (at most 50) kept", async () => {
     const f = makeFronts(tenants);
     await forAll(f.fronts, async (front) => {
       for (let i = 0; i < 3; i++) await oneShot(front);

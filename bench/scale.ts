@@ -13,8 +13,8 @@
 //   SCALE_CLIENTS (builtin-req,pgjs-edgepool-loop)   SCALE_SIM_SECONDS (60)   BENCH_OUT (bench/)
 //   DATABASE_URL: use that server instead of an embedded one
 // Run it from a clean `git worktree` of HEAD: wrangler restarts workerd when a bundled file changes.
-import { execFileSync } from "node:child_process";
-import { mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { execFileSync, spawn } from "node:child_process";
+import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -24,7 +24,7 @@ import { fmt } from "./lib/report.ts";
 import { Sampler, splitRun, type SplitRun } from "./lib/runners.ts";
 import { startPostgres, startSplit, type Workerd } from "./lib/servers.ts";
 import { median } from "./lib/stats.ts";
-import { cpuMs, log, logAs, machine, onCleanup, runToEnd, sleep, threadCpuMs } from "./lib/system.ts";
+import { children, cpuMs, log, logAs, machine, onCleanup, runToEnd, sleep, threadCpuMs } from "./lib/system.ts";
 import type { SimResult } from "./scale-sim.ts";
 
 if (Number(process.versions.node.split(".")[0]) < 22) {
@@ -69,23 +69,47 @@ const uptimeBefore = uptime();
 const ceiling: CeilingRun[] = [];
 const sims: SimResult[] = [];
 
+/** One part's results with the run that measured them: a part not run this time is carried over from the last results file. */
+interface Part<T> {
+  started: string;
+  durationSeconds: number;
+  command: string;
+  commit: string;
+  config: Record<string, unknown>;
+  machine: typeof facts & { loadAverageBefore: number[]; loadAverageAfter: number[]; uptimeBefore: string; uptimeAfter: string };
+  runs: T[];
+}
+interface Report {
+  ceiling?: Part<CeilingRun>;
+  sim?: Part<SimResult>;
+}
+
 await runToEnd(async () => {
   mkdirSync(config.out, { recursive: true });
   log(`${facts.cores} cores, Node ${facts.node}; ${uptimeBefore}`);
-  if (parts.includes("ceiling")) await measureCeiling();
-  if (parts.includes("sim")) await simulate();
-  const report = {
-    started: started.toISOString(),
-    durationSeconds: Math.round((performance.now() - t0) / 1000),
-    command: command(),
-    config: { durationMs: config.durationMs, warmupMs: config.warmupMs, reps: config.reps, levels, clients, tenants, simSeconds, poolSize: POOL_SIZE },
-    machine: { ...facts, loadAverageBefore: loadBefore, loadAverageAfter: os.loadavg(), uptimeBefore, uptimeAfter: uptime() },
-    ceiling,
-    sims,
+  const file = join(config.out, "scale-results.json");
+  const earlier: Report = existsSync(file) ? (JSON.parse(readFileSync(file, "utf8")) as Report) : {};
+  const report: Report = { ...earlier };
+  const record = async <T>(run: () => Promise<void>, runs: T[], partConfig: Record<string, unknown>): Promise<Part<T>> => {
+    const begun = new Date();
+    const before = { load: os.loadavg(), uptime: uptime() };
+    const p0 = performance.now();
+    await run();
+    return {
+      started: begun.toISOString(),
+      durationSeconds: Math.round((performance.now() - p0) / 1000),
+      command: command(),
+      commit: execFileSync("git", ["-C", root, "rev-parse", "--short", "HEAD"], { encoding: "utf8" }).trim(),
+      config: { durationMs: config.durationMs, warmupMs: config.warmupMs, reps: config.reps, ...partConfig },
+      machine: { ...facts, loadAverageBefore: before.load, loadAverageAfter: os.loadavg(), uptimeBefore: before.uptime, uptimeAfter: uptime() },
+      runs,
+    };
   };
-  writeFileSync(join(config.out, "scale-results.json"), JSON.stringify(report, null, 1) + "\n");
+  if (parts.includes("ceiling")) report.ceiling = await record(measureCeiling, ceiling, { levels, clients, poolSize: POOL_SIZE });
+  if (parts.includes("sim")) report.sim = await record(simulate, sims, { tenants, simSeconds });
+  writeFileSync(file, JSON.stringify(report, null, 1) + "\n");
   writeFileSync(join(config.out, "scale-results.md"), markdown(report));
-  log(`wrote ${["scale-results.md", "scale-results.json"].map((f) => relative(process.cwd(), join(config.out, f))).join(", ")} in ${report.durationSeconds} s`);
+  log(`wrote ${["scale-results.md", "scale-results.json"].map((f) => relative(process.cwd(), join(config.out, f))).join(", ")} in ${Math.round((performance.now() - t0) / 1000)} s`);
 });
 
 // ---------------------------------------------------------------------------------------------
@@ -98,17 +122,14 @@ async function measureCeiling(): Promise<void> {
   const split = await startSplit(join(here, "worker.ts"), "scale", databaseUrl, config, facts);
   const sampler = new Sampler(admin, () => split.coordinator.pids);
   try {
-    for (const client of clients) {
-      let best = 0;
-      let flat = 0;
-      for (const concurrency of levels) {
+    // Reps outermost: load from others' processes comes and goes, and each level gets some of each.
+    for (let rep = 1; rep <= config.reps; rep++) {
+      for (const client of clients) {
         const tenant = `bench-scale-${client}`;
-        const cell: CeilingRun[] = [];
-        for (let rep = 1; rep <= config.reps; rep++) {
+        for (const concurrency of levels) {
           await split.load.call("/setup", { tenants: [tenant], options: { maxConnections: POOL_SIZE } });
           await drained(admin, `edgepool:${tenant}`);
           const run = await measured(split, () => splitRun(config, split, sampler, "v2", client, tenant, "select1", concurrency, rep));
-          cell.push(run);
           ceiling.push(run);
           log(`ceiling ${client} c=${concurrency} rep ${rep}/${config.reps}: ${fmt(run.qps, 0)} q/s, mean ${fmt(run.latency.mean, 2)} ms; ` +
             `coordinator workerd ${pct(run.coordinatorCores)} of a core (busiest thread ${pct(run.coordinatorThread)}), ` +
@@ -116,18 +137,10 @@ async function measureCeiling(): Promise<void> {
             `${fmt(run.coordinatorCpuUsPerQuery, 0)} µs coordinator CPU/query (${fmt(run.coordinatorThreadUsPerQuery, 0)} on its busiest thread)` +
             `${run.errors ? `; ${run.errors} errors (${run.firstError})` : ""}; load ${os.loadavg()[0]!.toFixed(2)}`);
         }
-        const qps = median(cell.map((r) => r.qps));
-        // A plateau: two levels in a row that add less than 5% to the best so far.
-        if (qps > best * 1.05) (best = Math.max(best, qps)), (flat = 0);
-        else if (++flat >= 2) {
-          log(`ceiling ${client}: q/s stopped growing (best median ${fmt(best, 0)}); no higher concurrency`);
-          break;
-        }
-        best = Math.max(best, qps);
       }
     }
     // For reading the coordinator's CPU per query: what a forwarded call that does nothing costs there.
-    const top = levels.filter((c) => ceiling.some((r) => r.concurrency === c)).at(-1) ?? 10;
+    const top = levels.at(-1)!;
     for (let rep = 1; rep <= config.reps; rep++) {
       const run = await measured(split, () => splitRun(config, split, sampler, "v2", "rpc-noop-remote", "", "select1", top, rep));
       ceiling.push(run);
@@ -201,12 +214,18 @@ async function simulate(): Promise<void> {
   await build({ entryPoints: [join(here, "scale-sim.ts")], bundle: true, platform: "node", format: "esm", target: "node22", outfile: bundle, logLevel: "warning", packages: "external", absWorkingDir: root });
   for (let rep = 1; rep <= config.reps; rep++) {
     // A fresh process per rep: each heap figure starts from the same empty heap.
-    const out = execFileSync(process.execPath, ["--expose-gc", bundle], {
-      encoding: "utf8",
-      cwd: root,
-      env: { ...process.env, SCALE_TENANTS: String(tenants), SCALE_SIM_SECONDS: String(simSeconds) },
-      maxBuffer: 64 * 1024 * 1024,
-      stdio: ["ignore", "pipe", "inherit"],
+    // Asynchronous, so Ctrl-C reaches the cleanup while a simulation runs; its progress goes to our stderr.
+    const out = await new Promise<string>((resolve, reject) => {
+      const child = spawn(process.execPath, ["--expose-gc", bundle], {
+        cwd: root,
+        env: { ...process.env, SCALE_TENANTS: String(tenants), SCALE_SIM_SECONDS: String(simSeconds) },
+        stdio: ["ignore", "pipe", "inherit"],
+      });
+      if (child.pid) children.add(child.pid);
+      let stdout = "";
+      child.stdout!.on("data", (d) => (stdout += d));
+      child.on("error", reject);
+      child.on("exit", (code) => (children.delete(child.pid!), code === 0 ? resolve(stdout) : reject(new Error(`bench/scale-sim.ts exited with ${code}`))));
     });
     const result = JSON.parse(out.trim().split("\n").at(-1)!) as SimResult;
     sims.push(result);
@@ -219,21 +238,27 @@ async function simulate(): Promise<void> {
 // ---------------------------------------------------------------------------------------------
 // Report
 
-function markdown(report: {
-  started: string; durationSeconds: number; command: string;
-  machine: typeof facts & { loadAverageBefore: number[]; loadAverageAfter: number[]; uptimeBefore: string; uptimeAfter: string };
-  ceiling: CeilingRun[]; sims: SimResult[];
-}): string {
-  const m = report.machine;
+function markdown(report: Report): string {
   const out: string[] = [];
+  const about = (part: Part<unknown>) => {
+    const m = part.machine;
+    out.push(`Measured by \`${part.command}\` (bench/scale.ts, commit ${part.commit}) on ${part.started.slice(0, 16).replace("T", " ")} UTC in ${part.durationSeconds} s; ` +
+      `every figure is the median of ${part.config.reps} runs, min–max in small type. \`uptime\` before: ${m.uptimeBefore}; after: ${m.uptimeAfter}.`, "");
+  };
   out.push("# edgepool scale results", "");
-  out.push(`Generated by \`${report.command}\` (bench/scale.ts) on ${report.started.slice(0, 16).replace("T", " ")} UTC in ${report.durationSeconds} s. ` +
-    `Raw numbers: [scale-results.json](scale-results.json). Every figure is the median of ${config.reps} runs, min–max in small type.`, "");
-  out.push("## Machine", "");
-  out.push(`- ${m.cores} cores (${m.cpu}), ${m.memoryGiB} GiB, ${m.os}; Node ${m.node}, wrangler ${m.wrangler}, workerd ${m.workerd}`);
-  out.push(`- \`uptime\` before: ${m.uptimeBefore}; after: ${m.uptimeAfter}. Other engineers' test runs share these cores: read the figures as this machine's under that load.`, "");
-  if (report.ceiling.length) {
+  out.push("`npm run bench:scale` (bench/scale.ts): how far one coordinator goes, and 10,000 tenants simulated. Raw numbers: [scale-results.json](scale-results.json). " +
+    "Each part says which run measured it (`SCALE_PARTS=ceiling` or `sim` reruns one part and keeps the other's figures).", "");
+  const m = (report.ceiling ?? report.sim)?.machine;
+  if (m) {
+    out.push("## Machine", "");
+    out.push(`${m.cores} cores (${m.cpu}), ${m.memoryGiB} GiB, ${m.os}; Node ${m.node}, wrangler ${m.wrangler}, workerd ${m.workerd}. ` +
+      "Other engineers' test runs share these cores (see each part's `uptime`): read the figures as this machine's under that load.", "");
+  }
+  if (report.ceiling) {
+    const part = report.ceiling;
+    const config = part.config as { durationMs: number; warmupMs: number };
     out.push("## One coordinator's ceiling", "");
+    about(part);
     out.push(`One tenant (pool of ${POOL_SIZE}), \`select 1\`. Its coordinator runs alone in one workerd (process A); the load comes from a second wrangler session (process B), ` +
       "whose `EDGEPOOL` binding names the coordinator's class in A's script, so every call crosses between the processes (bench/lib/servers.ts `startSplit`). " +
       `Each run: ${config.durationMs} ms after ${config.warmupMs} ms of warm-up, started on an empty pool. CPU share = /proc CPU time over the run's wall time (warm-up included), ` +
@@ -241,7 +266,7 @@ function markdown(report: {
     out.push("| client | clients | queries/s | mean ms | A: coordinator workerd CPU | A: busiest thread | B: load generator CPU | B: busiest thread | whole machine busy (cores) | A: CPU µs/query | A: busiest thread µs/query | 10⁶ / that: q/s with that thread saturated | errors |");
     out.push("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     const groups = new Map<string, CeilingRun[]>();
-    for (const r of report.ceiling) {
+    for (const r of part.runs) {
       const key = `${r.contender}\t${r.concurrency}`;
       if (!groups.has(key)) groups.set(key, []);
       groups.get(key)!.push(r);
@@ -254,11 +279,29 @@ function markdown(report: {
         `${col((r) => r.coordinatorCpuUsPerQuery)} | ${col((r) => r.coordinatorThreadUsPerQuery)} | ${col((r) => 1e6 / r.coordinatorThreadUsPerQuery)} | ${runs.reduce((s, r) => s + r.errors, 0)} |`);
     }
     out.push("");
+    // Where queries/s stopped growing, per client: the level with the best median, and what the thread did there.
+    const byClient = new Map<string, Map<number, CeilingRun[]>>();
+    for (const r of part.runs) {
+      if (r.contender === "rpc-noop-remote") continue;
+      const levels = byClient.get(r.contender) ?? new Map<number, CeilingRun[]>();
+      byClient.set(r.contender, levels);
+      levels.set(r.concurrency, [...(levels.get(r.concurrency) ?? []), r]);
+    }
+    for (const [contender, levels] of byClient) {
+      const medians = [...levels].map(([c, runs]) => ({ c, qps: median(runs.map((r) => r.qps)), runs }));
+      const best = medians.reduce((a, b) => (b.qps > a.qps ? b : a));
+      const last = medians.at(-1)!;
+      out.push(`- ${clientLabel(contender)}: the best median, ${fmt(best.qps, 0)} queries/s, at ${best.c} clients (at ${last.c}: ${fmt(last.qps, 0)}); ` +
+        `there the coordinator's busiest thread was ${cellOf(best.runs.map((r) => r.coordinatorThread), 0, true)} busy, the machine ${cellOf(best.runs.map((r) => r.machineBusyCores), 2)} of ${os.cpus().length} cores, ` +
+        `and ${cellOf(best.runs.map((r) => r.coordinatorThreadUsPerQuery), 0)} µs of that thread per query: ${cellOf(best.runs.map((r) => 1e6 / r.coordinatorThreadUsPerQuery), 0)} queries/s if it had the core to itself.`);
+    }
+    out.push("");
   }
-  if (report.sims.length) {
-    const s = report.sims;
+  if (report.sim) {
+    const s = report.sim.runs;
     const first = s[0]!;
     out.push(`## ${fmt(first.tenants, 0)} tenants, simulated in Node`, "");
+    about(report.sim);
     out.push("bench/scale-sim.ts, bundled with esbuild and run as `node --expose-gc`, a fresh process per run. " +
       `Heap = \`process.memoryUsage().heapUsed\` after \`gc()\`, before and after making ${fmt(first.tenants, 0)} instances, divided by their number.`, "");
     out.push("### Memory per idle coordinator state", "");
@@ -276,7 +319,8 @@ function markdown(report: {
         : "."), "");
     out.push("### The budget's messages per second", "");
     out.push(`${fmt(first.tenants, 0)} \`BudgetLink\`s (worker/budget/link.ts, unchanged: RENEW_MS, REPORT_GAP_MS, RETRY_MS) on a manual clock for ${first.simSeconds} simulated seconds; ` +
-      "each link's `call` is counted and answered after a simulated round trip by a budget with the object's grant rule (scenarios below). Messages per second = calls over the simulated time, after the first second.", "");
+      "each link's `call` is counted and answered 5 ms later (simulated) by a budget with the object's grant rule (bench/lib/budget-sim.ts `CountingBudget`). " +
+      "Messages per second = calls counted from a second after the last tenant started (tenants start within the first second; churn's within 5 s) to the end, over that time.", "");
     out.push("| scenario | messages/s to the budget object | per tenant | what the pools report |", "|---|--:|--:|---|");
     for (const l of first.links) {
       const rows = s.map((r) => r.links.find((x) => x.name === l.name)!);

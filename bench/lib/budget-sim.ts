@@ -199,6 +199,7 @@ export async function simulateLinks(scenario: Scenario, tenants: number, seconds
     const pool = new PoolModel(link, clock);
     clock.setTimer(() => scenario.start(pool, random), Math.floor(random() * spread));
   }
+  if (seconds * 1_000 <= budget.countFrom) throw new Error(`scenario "${scenario.name}" needs more than ${budget.countFrom / 1_000} simulated seconds`);
   await clock.advanceTo(seconds * 1_000);
   return {
     name: scenario.name,
