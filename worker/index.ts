@@ -139,6 +139,8 @@ async function connectRoute(request: Request, env: Env, tenant: string): Promise
   }
   const headers = new Headers(request.headers);
   headers.delete("Authorization");
+  // No permessage-deflate on the shard's hop: deflating each small protocol message costs the coordinator CPU.
+  headers.delete("Sec-WebSocket-Extensions");
   // The token may be one of the offered subprotocols; only "edgepool" goes on (and is what the answer names).
   const offered = request.headers.get("Sec-WebSocket-Protocol")?.split(",").map((p) => p.trim()) ?? [];
   if (offered.includes("edgepool")) headers.set("Sec-WebSocket-Protocol", "edgepool");
@@ -155,7 +157,7 @@ async function connectRoute(request: Request, env: Env, tenant: string): Promise
     return { ok: false, error: await refusal(response, tenant, "the shard's upgrade"), hint };
   }, () => true);
   leave();
-  if (answer.ok) return answer.response;
+  if (answer.ok) return uncompressed(answer.response);
   // No shard took it: the client learns why in its session, as a driver would from a server (after its password, if it sends one).
   const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
   server.accept();
@@ -165,7 +167,22 @@ async function connectRoute(request: Request, env: Env, tenant: string): Promise
     open: (inbound) => refuse(inbound, answer.error, tenant),
     checkPassword: password ? (presented) => verifyToken(tokenSecret(env, tenant), presented, tenant, Math.floor(Date.now() / 1000)) : undefined,
   });
-  return new Response(null, { status: 101, webSocket: client, headers: offered.includes("edgepool") ? { "Sec-WebSocket-Protocol": "edgepool" } : undefined });
+  return new Response(null, { status: 101, webSocket: client, headers: { ...NO_COMPRESSION, ...(offered.includes("edgepool") ? { "Sec-WebSocket-Protocol": "edgepool" } : {}) } });
+}
+
+/**
+ * An empty Sec-WebSocket-Extensions refuses the client's permessage-deflate
+ * offer (workerd's web_socket_compression rule): every tunnel message is a
+ * few protocol messages, so deflate only costs CPU on both ends, and in
+ * Node's WebSocket thread-pool round trips for each message received.
+ */
+const NO_COMPRESSION = { "Sec-WebSocket-Extensions": "" };
+
+/** A shard's 101 answered without compression. */
+function uncompressed(response: Response): Response {
+  const headers = new Headers(response.headers);
+  headers.set("Sec-WebSocket-Extensions", "");
+  return new Response(null, { status: response.status, webSocket: response.webSocket, headers });
 }
 
 /** A shard's answer to a tunnel's upgrade: the 101 to pass on, or why it refused. */

@@ -35,3 +35,24 @@ export interface Receiver {
   /** The connection closed or failed; no message follows. */
   closed(cause: Error): void;
 }
+
+/** Batches up to this size go to the server as one write (copied together); larger ones piece by piece. */
+export const ONE_WRITE_MAX_BYTES = 64 * 1024;
+
+/**
+ * Writes a batch's pieces in order. A small batch goes as one write: a
+ * rewritten Bind and the Execute/Sync behind it would otherwise leave as
+ * separate writes, each a syscall, a TCP segment and a wake-up of the server.
+ */
+export function writeBatch(backend: Backend, pieces: Uint8Array[]): Promise<void> {
+  if (pieces.length === 1) return backend.write(pieces[0]!);
+  const size = pieces.reduce((n, piece) => n + piece.length, 0);
+  if (size > ONE_WRITE_MAX_BYTES) return Promise.all(pieces.map((bytes) => backend.write(bytes))).then(() => undefined);
+  const bytes = new Uint8Array(size);
+  let at = 0;
+  for (const piece of pieces) {
+    bytes.set(piece, at);
+    at += piece.length;
+  }
+  return backend.write(bytes);
+}

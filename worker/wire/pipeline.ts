@@ -1,4 +1,4 @@
-import type { Backend, Receiver } from "./backend.ts";
+import { writeBatch, type Backend, type Receiver } from "./backend.ts";
 import { readInt32, Type } from "./messages.ts";
 
 /** The pipeline of each shared lease (one per server connection while anyone rides it). */
@@ -89,7 +89,7 @@ export class Pipeline {
       if (!rider.pieces) return;
       rider.sent = true;
       const { resolve, reject } = rider.written!;
-      Promise.all(rider.pieces.map((bytes) => this.backend.write(bytes))).then(() => resolve(), reject);
+      writeBatch(this.backend, rider.pieces).then(() => resolve(), reject);
     }
     // A cancel owed to the rider now at the head; a failed cancel is no one's error (the query just runs on).
     void this.cancelAtHead().catch(() => {});

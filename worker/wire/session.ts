@@ -1,7 +1,7 @@
 import { PoolError } from "../../src/errors.ts";
 import type { Lease } from "../pool/connection.ts";
 import type { Clock } from "../pool/clock.ts";
-import type { Backend, Receiver } from "./backend.ts";
+import { writeBatch, type Backend, type Receiver } from "./backend.ts";
 import type { CancelKey, CancelKeys } from "./cancel.ts";
 import { asPoolError, toErrorResponse } from "./errors.ts";
 import {
@@ -684,7 +684,7 @@ export class WireSession<B extends Backend> {
     if (!backend || this.writes.length === 0) return undefined;
     const writes = this.writes;
     this.writes = [];
-    const written = this.rider ? this.rider.pipeline.write(this.rider, writes) : Promise.all(writes.map((bytes) => backend.write(bytes)));
+    const written = this.rider ? this.rider.pipeline.write(this.rider, writes) : writeBatch(backend, writes);
     return written.then(
       () => undefined,
       (error: unknown) => this.lost(error instanceof Error ? error : new Error(String(error))),
