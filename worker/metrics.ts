@@ -1,6 +1,7 @@
 import type { DirectoryEntry } from "./directory.ts";
 import type { FrontStats } from "./front.ts";
 import { CLOSE_REASONS } from "./pool/connection.ts";
+import { VERDICTS } from "./pool/metrics.ts";
 
 /** Prometheus' text exposition format, version 0.0.4. */
 export const METRICS_CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8";
@@ -42,8 +43,22 @@ const FAMILIES: Family[] = [
     samples: (_, s) => one(s.sizing.suggestedMaxConnections),
   },
   {
+    name: "edgepool_sizing_suggested_shards", kind: "gauge", help: "shards the sizing rule suggests (more than now when one coordinator's thread is the limit).",
+    // A report from before the thread was measured has no suggestion: the current count.
+    samples: (e, s) => one(s.sizing.suggestedShards ?? e.options.shards ?? 1),
+  },
+  {
     name: "edgepool_sizing_verdict", kind: "gauge", help: "1 for the pool's current sizing verdict, 0 for the others.",
-    samples: (_, s) => (["undersized", "oversized", "balanced", "idle"] as const).map((v) => [{ verdict: v }, s.sizing.verdict === v ? 1 : 0]),
+    samples: (_, s) => VERDICTS.map((v) => [{ verdict: v }, s.sizing.verdict === v ? 1 : 0]),
+  },
+  {
+    name: "edgepool_coordinator_busy_ratio", kind: "gauge",
+    help: "Share of its coordinator's thread the tenant used in the busiest second of the last 5 minutes (of its most loaded shard): the larger of the probed busy time and calls per second over the ~1000/s one Durable Object serves.",
+    samples: (_, s) => one(s.coordinator?.busyRatio ?? 0),
+  },
+  {
+    name: "edgepool_coordinator_calls_per_second", kind: "gauge", help: "Calls into the tenant's coordinators (one-shots, lease batches, acquires, driver sessions and their batches) in the busiest second of the last 5 minutes, summed over shards.",
+    samples: (_, s) => one(s.coordinator?.callsPerSecond ?? 0),
   },
   { name: "edgepool_acquires_total", kind: "counter", help: "Connections handed to borrowers (pipelined one-shots included).", samples: (_, s) => one(s.acquired) },
   { name: "edgepool_releases_total", kind: "counter", help: "Connections given back by borrowers.", samples: (_, s) => one(s.released) },

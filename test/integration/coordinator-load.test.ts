@@ -1,13 +1,13 @@
 import { describe, expect, it } from "vitest";
 import { createPool } from "../../src/index.ts";
-import type { FrontStats } from "../../worker/front.ts";
+import type { ShardedStats } from "../../worker/shards.ts";
 import { configure, tenantName, testEnv } from "./helpers.ts";
 
 /** A tenant's stats as its coordinator answers them. */
-async function statsOf(stub: Awaited<ReturnType<typeof configure>>, tenant: string): Promise<FrontStats> {
+async function statsOf(stub: Awaited<ReturnType<typeof configure>>, tenant: string): Promise<ShardedStats> {
   const answer = await stub.stats(tenant);
   if (!answer.ok) throw new Error(answer.error.message);
-  return answer.value as FrontStats;
+  return answer.value;
 }
 
 /** Runs `clients` loops of one-shots for `ms`; answers how many ran. */
@@ -59,5 +59,25 @@ describe("coordinator thread load", () => {
     expect(busy.coordinator.busyRatio).toBeGreaterThan(0.7);
     expect(busy.sizing).toMatchObject({ verdict: "coordinator-bound", suggestedShards: 2 });
     expect(busy.sizing.reason).toMatch(/^coordinator thread at \d+% in its busiest second/);
+  });
+
+  it("a sharded tenant's stats: calls summed over its shards, busy time and ratio its busiest shard's, suggestedShards its shard count while no thread is the limit", async () => {
+    const tenant = tenantName("thread-shards");
+    const stub = await configure(tenant, { shards: 2, maxConnections: 4 });
+    const db = createPool(testEnv.EDGEPOOL, { tenant });
+    // The first answer tells this isolate the tenant has 2 shards; then the one-shots spread over both.
+    await db.sql`select 1`;
+    await Promise.all(Array.from({ length: 40 }, () => db.sql`select pg_sleep(0.01), 1 as one`));
+    const stats = await statsOf(stub, tenant);
+    const shards = stats.shards!;
+    expect(shards.map((s) => s.shard)).toEqual([0, 1]);
+    const calls = shards.map((s) => s.coordinator.callsPerSecond);
+    console.log(`coordinator-load: shards ${JSON.stringify(shards.map((s) => s.coordinator))} -> ${JSON.stringify(stats.coordinator)}`);
+    expect(calls.every((n) => n >= 1)).toBe(true);
+    expect(stats.coordinator.callsPerSecond).toBe(calls.reduce((a, b) => a + b, 0));
+    expect(stats.coordinator.busyMsPerSecond).toBe(Math.max(...shards.map((s) => s.coordinator.busyMsPerSecond)));
+    expect(stats.coordinator.busyRatio).toBe(Math.max(...shards.map((s) => s.coordinator.busyRatio)));
+    if (stats.sizing.verdict !== "coordinator-bound") expect(stats.sizing.suggestedShards).toBe(2);
+    else expect(stats.sizing.suggestedShards).toBeGreaterThan(2);
   });
 });

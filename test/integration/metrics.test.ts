@@ -66,6 +66,13 @@ describe("GET /metrics (Prometheus text format, from the tenant directory)", () 
     expect(value(after, "edgepool_acquire_timeouts_total", tenant)).toBe(4);
     expect(value(after, "edgepool_sizing_verdict", tenant, { verdict: "undersized" })).toBe(1);
     expect(value(after, "edgepool_client_sessions", tenant)).toBe(0);
+    // The coordinator's thread: 37 calls at most in one second, a share of its thread, no more shards needed.
+    expect(value(after, "edgepool_coordinator_calls_per_second", tenant)).toBeGreaterThanOrEqual(1);
+    expect(value(after, "edgepool_coordinator_calls_per_second", tenant)).toBeLessThanOrEqual(37);
+    expect(value(after, "edgepool_coordinator_busy_ratio", tenant)).toBeGreaterThanOrEqual(0);
+    expect(value(after, "edgepool_coordinator_busy_ratio", tenant)).toBeLessThanOrEqual(1);
+    expect(value(after, "edgepool_sizing_suggested_shards", tenant)).toBe(1);
+    expect(value(after, "edgepool_sizing_verdict", tenant, { verdict: "coordinator-bound" })).toBe(0);
 
     // The acquire-wait histogram: cumulative buckets, +Inf = count = acquires. The parser folds a histogram's
     // series into one (it keeps no label but le), so it reads this tenant's lines alone, tenant label removed.

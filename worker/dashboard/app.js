@@ -38,10 +38,10 @@
     return tenants;
   }
 
-  /** Starving: borrowers wait now, or some timed out or found the queue full, or the sizing rule says undersized. */
+  /** Starving: borrowers wait now, or some timed out or found the queue full, or the sizing rule says undersized or coordinator-bound. */
   function starvation(s) {
     if (!s) return 0;
-    return (s.waiting > 0 ? 1e9 + s.waiting * 1e3 + s.maxWaitMs : 0) + (s.timeouts + s.waitQueueFull) * 10 + (s.sizing.verdict === "undersized" ? 1 : 0);
+    return (s.waiting > 0 ? 1e9 + s.waiting * 1e3 + s.maxWaitMs : 0) + (s.timeouts + s.waitQueueFull) * 10 + (s.sizing.verdict === "undersized" || s.sizing.verdict === "coordinator-bound" ? 1 : 0);
   }
 
   function row(entry) {
@@ -62,6 +62,9 @@
       verdict: s ? s.sizing.verdict : "no report",
       reason: s ? s.sizing.reason : "",
       suggested: s ? s.sizing.suggestedMaxConnections : null,
+      // Reports from before the thread was measured have neither.
+      thread: s && s.coordinator ? s.coordinator.busyRatio : null,
+      suggestedShards: s ? (s.sizing.suggestedShards ?? entry.options.shards ?? 1) : null,
       age: entry.reportedAt ? Math.max(0, now - Date.parse(entry.reportedAt)) : null,
     };
   }
@@ -77,6 +80,7 @@
 
   const ms = (v) => (v === null ? "–" : v < 1000 ? `${Math.round(v)} ms` : `${(v / 1000).toFixed(1)} s`);
   const n = (v) => (v === null ? "–" : String(v));
+  const pct = (v) => (v === null ? "–" : `${Math.round(v * 100)} %`);
 
   function render() {
     rows.sort(compare);
@@ -88,7 +92,7 @@
       if (r.starving > 0) tr.classList.add("starving");
       if (r.tenant === selected) tr.classList.add("selected");
       const cells = [r.starving > 0 ? "!" : "", r.tenant, n(r.idle), n(r.active), n(r.opening), n(r.max), n(r.clients), n(r.waiting),
-        ms(r.oldestWaitMs), ms(r.p99), n(r.timeouts), r.verdict, n(r.suggested), ms(r.age)];
+        ms(r.oldestWaitMs), ms(r.p99), n(r.timeouts), r.verdict, n(r.suggested), pct(r.thread), n(r.suggestedShards), ms(r.age)];
       cells.forEach((text, i) => {
         const td = document.createElement("td");
         td.textContent = text;
