@@ -107,6 +107,9 @@ describe("dashboard (headless Chromium against wrangler dev)", () => {
     const [starving, calmRow] = during as [Record<string, string>, Record<string, string>];
     expect(starving).toMatchObject({ active: "1", max: "1", waiters: "3", timeouts: "1", sizing: "undersized", "suggested max": "4" });
     expect(Number(calmRow.idle)).toBeGreaterThan(0);
+    // The coordinator's thread: a share in percent, and no more shards for these few calls.
+    expect(starving.thread).toMatch(/^\d+ %$/);
+    expect(starving["suggested shards"]).toBe("1");
     expect(calmRow.waiters).toBe("0");
     expect(await page.$eval(`#tenants tr[data-tenant="${STARVING}"]`, (tr) => tr.classList.contains("starving"))).toBe(true);
 
