@@ -11,12 +11,14 @@ import { FakeDriver, ManualClock, rejection, seeded, track, type FakeHandle } fr
 class FakeBudget {
   readonly holdings = new Map<string, Holding>();
   reachable = true;
+  /** Tenants whose coordinators cannot reach the budget (a partition), while others can. */
+  readonly cutOff = new Set<string>();
   calls = 0;
   constructor(readonly clock: ManualClock, readonly maxConnections: number, readonly leaseTtlMs = 30_000) {}
 
   readonly call = async (report: BudgetReport): Promise<Grant> => {
     this.calls++;
-    if (!this.reachable) throw new Error("budget unreachable");
+    if (!this.reachable || this.cutOff.has(report.tenant)) throw new Error("budget unreachable");
     const now = this.clock.now();
     for (const [k, h] of this.holdings) if (h.expiresAt <= now) this.holdings.delete(k);
     const others = [...this.holdings.values()].filter((h) => h.holder !== report.holder);
@@ -201,16 +203,44 @@ describe("budget: leases of capacity", () => {
     expect(timedOut.map((l) => l.code)).toEqual(["ACQUIRE_TIMEOUT", "ACQUIRE_TIMEOUT"]);
     expect((timedOut[0]!.error as Error).message).toMatch(/budget "db1" was the limit: it gave no grant \(budget unreachable\), so no new connection opens/);
     for (const l of leases) if (l.status === "resolved") a.pool.release(l.value!, { reset: false });
-    // The lease was last renewed at 0 with a TTL of 10 s: then the idle connection goes.
-    await clock.advanceTo(9_990);
+    // The lease was last renewed at 0 with a TTL of 10 s: the pool's copy ends 1 s earlier (EXPIRY_MARGIN_MS), then the idle connection goes.
+    await clock.advanceTo(8_990);
     expect(a.driver.live.size).toBe(1);
-    await clock.advanceTo(10_020);
+    await clock.advanceTo(9_020);
     expect(a.driver.live.size).toBe(0);
     expect(a.driver.opens).toBe(1);
     budget.reachable = true;
     const later = Array.from({ length: 3 }, () => track(a.pool.acquire()));
     await clock.advance(FAILURE_RETRY_MS + 100);
     expect(later.filter((l) => l.status === "resolved")).toHaveLength(3);
+  });
+
+  it("a live pool cut off from the budget closes its leased connections (LEASE_LOST) before the budget gives them to another: the sum never exceeds it", async () => {
+    const clock = new ManualClock(0);
+    const budget = new FakeBudget(clock, 3, 10_000);
+    const a = member(budget, "a", { maxConnections: 3, acquireTimeoutMs: 60_000 });
+    const held = Array.from({ length: 3 }, () => track(a.pool.acquire()));
+    await clock.advance(10);
+    expect(held.every((l) => l.status === "resolved")).toBe(true);
+    // Cut off: a cannot reach the budget any more, b can.
+    budget.cutOff.add("a");
+    const cutAt = clock.now();
+    const b = member(budget, "b", { maxConnections: 3, acquireTimeoutMs: 60_000 });
+    const wanted = Array.from({ length: 3 }, () => track(b.pool.acquire()));
+    let lostAt: number | undefined;
+    let servedAt: number | undefined;
+    while (clock.now() - cutAt < 15_000 && servedAt === undefined) {
+      await clock.advance(50);
+      expect(onServer([a, b])).toBeLessThanOrEqual(3);
+      if (lostAt === undefined && a.driver.live.size === 0) lostAt = clock.now();
+      if (wanted.every((l) => l.status === "resolved")) servedAt = clock.now();
+    }
+    // a's borrowers lost their connections when its grant lapsed (renewed last at ~cutAt, TTL 10 s, 1 s margin) ...
+    expect(lostAt! - cutAt).toBeLessThanOrEqual(9_000 + 1_100);
+    for (const l of held) expect(l.value!.state).toBe("lost");
+    // ... and b got the capacity only after the budget's own expiry of a's holding.
+    expect(servedAt! - cutAt).toBeGreaterThan(9_000);
+    expect(servedAt! - cutAt).toBeLessThanOrEqual(10_000 + 1_500);
   });
 
   it("capacity held by a pool that vanished returns within the lease TTL", async () => {

@@ -25,14 +25,18 @@ export const RETRY_MS = 200;
 export const RENEW_MS = 1_000;
 /** Wait after a failed call before the next. */
 export const FAILURE_RETRY_MS = 1_000;
+/** The pool treats its grant as over this long (a tenth of the TTL at most) before the budget does, so its sockets are closed by then. */
+export const EXPIRY_MARGIN_MS = 1_000;
 
 /**
  * A pool's side of a connection budget (the pool core's `Capacity`): borrows
  * before the pool grows, gives back when it shrinks, renews the lease every
  * third of its TTL while holding anything. Safe under failures: while a call
  * is out the limit is frozen at what the pool holds, a failed call grants
- * nothing new, and a lease not renewed in time drops the limit to 0 (counted
- * from when the call was sent, so it ends before the budget's own expiry).
+ * nothing new, and a lease not renewed in time drops the limit to 0 and
+ * lapses (counted from when the call was sent, less `EXPIRY_MARGIN_MS`, so it
+ * ends before the budget's own expiry): the pool then closes its connections,
+ * leased ones included, before the budget can give them to others.
  */
 export class BudgetLink implements Capacity {
   private readonly deps: BudgetLinkDeps;
@@ -62,6 +66,11 @@ export class BudgetLink implements Capacity {
 
   attach(changed: () => void): void {
     this.changed = changed;
+  }
+
+  /** The grant ran out without a renewal (the budget could not be reached): the pool closes what it holds above 0, leased connections too. */
+  lapsed(): boolean {
+    return this.expiresAt > 0 && this.deps.clock.now() >= this.expiresAt;
   }
 
   limit(): number {
@@ -142,7 +151,7 @@ export class BudgetLink implements Capacity {
           this.lastError = "";
           this.failed = false;
           this.granted = grant.granted;
-          this.expiresAt = sentAt + grant.leaseTtlMs;
+          this.expiresAt = sentAt + grant.leaseTtlMs - Math.min(EXPIRY_MARGIN_MS, Math.floor(grant.leaseTtlMs / 10));
           this.registered = held > 0 || wanted > 0 || grant.granted > 0;
         },
         (error: unknown) => {

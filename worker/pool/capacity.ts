@@ -13,4 +13,10 @@ export interface Capacity {
   attach(changed: () => void): void;
   /** Why the pool cannot grow, with the numbers, for `ACQUIRE_TIMEOUT` messages. */
   describe(): string;
+  /**
+   * The grant lapsed (the source could not be reached in time and may give
+   * the capacity to others): connections above `limit()` close now, leased
+   * ones too (their borrowers get `LEASE_LOST`), not when they come back.
+   */
+  lapsed?(): boolean;
 }

@@ -13,7 +13,8 @@ export type PoolEvent =
   | { event: "connection-closed"; tenant: string; connection: number; reason: CloseReason; ageMs: number; uses: number; total: number }
   | { event: "acquire-timeout"; tenant: string; timeoutMs: number; total: number; leased: number; idle: number; opening: number; waiting: number }
   | { event: "wait-queue-full"; tenant: string; waiting: number; maxWaiters: number }
-  | { event: "lease-expired"; tenant: string; lease: number; connection: number; leaseTimeoutMs: number };
+  | { event: "lease-expired"; tenant: string; lease: number; connection: number; leaseTimeoutMs: number }
+  | { event: "budget-lapsed"; tenant: string; leasesLost: number; cause: string };
 
 /** Events the pool's host adds: the coordinator started (or restarted after an eviction), a tenant's config changed. */
 export type HostEvent =
@@ -24,7 +25,7 @@ export type HostEvent =
 export type LogLine = (PoolEvent | HostEvent) & { time: string; level: "info" | "warn" };
 
 /** Events an operator should look at; the rest are `info`. */
-const WARN = new Set<string>(["connect-failed", "acquire-timeout", "wait-queue-full", "lease-expired"]);
+const WARN = new Set<string>(["connect-failed", "acquire-timeout", "wait-queue-full", "lease-expired", "budget-lapsed"]);
 
 /** The log line of an event at `now` (ms since the epoch); a `broken` close is a warning too. */
 export function logLine(event: PoolEvent | HostEvent, now: number): LogLine {

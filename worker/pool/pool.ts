@@ -587,7 +587,12 @@ export class Pool<H> {
     for (let i = 0; i < wanted; i++) this.open(now);
   }
 
-  /** Above a lowered budget limit: idle connections close first (busy ones close when returned, in `toIdle`). */
+  /**
+   * Above a lowered budget limit: idle connections close first (busy ones
+   * close when returned, in `toIdle`). When the grant lapsed, leased ones
+   * close too, newest lease first: the budget may already be giving their
+   * capacity to others.
+   */
   private shed(): void {
     if (!this.capacity) return;
     let over = this.kept - this.cap;
@@ -597,6 +602,10 @@ export class Pool<H> {
       if (over-- <= 0) break;
       this.retire(c, "max-idle");
     }
+    if (over <= 0 || !this.capacity.lapsed?.()) return;
+    const leased = [...this.sets.leased].filter((c) => c.lease).sort((a, b) => b.lease!.acquiredAt - a.lease!.acquiredAt).slice(0, over);
+    for (const c of leased) this.lose(c.lease!, "the connection budget's grant lapsed: it could not be renewed in time");
+    if (leased.length > 0) this.emit({ event: "budget-lapsed", tenant: this.tenant, leasesLost: leased.length, cause: this.capacity.describe() });
   }
 
   /** Connections the pool would hold if the budget allowed: busy ones, waiters, and the floors (all within max). */
