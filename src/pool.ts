@@ -78,13 +78,17 @@ export function createPool(target: PoolTarget, options: ClientOptions = {}): Poo
     const reply = await session(resolved, (c) => c.run(tenant, bytes, call), notDelivered, true);
     return decodeResult<Row>(unwrap(reply.answer), tenant);
   };
-  const run = <Row>(text: string, params: unknown[] = []): Promise<Result<Row>> => {
+  // Async, so that a refused query rejects its promise rather than throwing where it is called.
+  const run = async <Row>(text: string, params: unknown[] = []): Promise<Result<Row>> => {
     open();
     checkQuery(tenant, text, params);
     const running = oneShot<Row>(text, params);
     inflight.add(running);
-    void running.then(() => inflight.delete(running), () => inflight.delete(running));
-    return running;
+    try {
+      return await running;
+    } finally {
+      inflight.delete(running);
+    }
   };
   const client: PoolClient = {
     tenant,
