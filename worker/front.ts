@@ -67,6 +67,8 @@ export class FrontDoor {
   /** Calls into this coordinator and its thread's busy time. */
   readonly thread: ThreadMeter;
   private readonly called = () => this.thread.call();
+  private readonly parametersFn = () => this.serverParameters();
+  private readonly endedFn = () => this.drainIfRetired();
   private readonly deps: FrontDeps;
   private pool!: Pool<ServerConnection>;
   private prepared!: PreparedStatements;
@@ -236,21 +238,19 @@ export class FrontDoor {
     return this.pool.sweep();
   }
 
+  /** A new session's dependencies. Plain data (no getter, closures made once): sessions copy it with a spread, per one-shot. */
   private sessionDeps(mode: WireMode): Omit<WireSessionDeps<ServerConnection>, "send" | "close" | "startup"> {
-    const front = this;
     return {
       tenant: this.tenant,
       mode,
       pool: this.sessionPool,
       clock: this.deps.clock,
-      // Read at each use: a config change may bring a new registry.
-      get prepared() {
-        return front.prepared;
-      },
+      // The registry as of the session's start (a config change may bring a new one for later sessions).
+      prepared: this.prepared,
       stats: this.counters,
       cancelKeys: this.cancelKeys,
-      parameters: () => this.serverParameters(),
-      ended: () => this.drainIfRetired(),
+      parameters: this.parametersFn,
+      ended: this.endedFn,
     };
   }
 

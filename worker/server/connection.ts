@@ -151,7 +151,9 @@ export class ServerConnection implements Backend {
         const { value, done } = await this.reader.read();
         if (done) throw new Error("the server closed the connection");
         this.consume(value);
-        await this.flush();
+        // Awaited only when a receiver holds the next read back: a settled await still costs a microtask turn per read.
+        const flushed = this.flush();
+        if (flushed) await flushed;
       }
     } catch (error) {
       this.end(error instanceof Error ? error : new Error(String(error)));
@@ -222,7 +224,7 @@ export class ServerConnection implements Backend {
     }
     const receiver = this.receiver;
     if (receiver) {
-      if (this.touched.at(-1) !== receiver) this.touched.push(receiver);
+      if (this.touched[this.touched.length - 1] !== receiver) this.touched.push(receiver);
       receiver.message(type, frame);
     } else if (this.queries.length > 0) {
       if (this.queries[0]!.message(type, frame)) this.queries.shift();
@@ -254,15 +256,24 @@ export class ServerConnection implements Backend {
     }
   }
 
-  private async flush(): Promise<void> {
-    if (this.touched.length === 0) return;
+  /** Tells the receivers of this read that it is over, one after the other; a promise while one holds the next read back. */
+  private flush(): Promise<void> | undefined {
+    if (this.touched.length === 0) return undefined;
     const touched = this.touched;
     this.touched = [];
-    for (const receiver of touched) {
-      const pending = receiver.flush();
+    return this.flushFrom(touched, 0);
+  }
+
+  private flushFrom(touched: Receiver[], from: number): Promise<void> | undefined {
+    for (let i = from; i < touched.length; i++) {
+      const pending = touched[i]!.flush();
       // The receiver's own failure is its session's business, not this connection's.
-      if (pending) await pending.catch(() => {});
+      if (pending) {
+        const next = () => this.flushFrom(touched, i + 1);
+        return pending.then(next, next);
+      }
     }
+    return undefined;
   }
 
   /** The connection is over: the socket goes, whoever waits hears why, `onClose` fires unless the pool closed it. */

@@ -13,7 +13,18 @@ export interface CancelKey {
 /** Random signed 32-bit integers; injected so tests can force collisions. */
 export type RandomInt32 = () => number;
 
-const cryptoInt32: RandomInt32 = () => crypto.getRandomValues(new Int32Array(1))[0]!;
+/** Random values drawn per `getRandomValues` call: a key takes two, and each call is a trip into the runtime. */
+const RANDOM_BATCH = 256;
+const randomPool = new Int32Array(RANDOM_BATCH);
+let randomLeft = 0;
+
+const cryptoInt32: RandomInt32 = () => {
+  if (randomLeft === 0) {
+    crypto.getRandomValues(randomPool);
+    randomLeft = RANDOM_BATCH;
+  }
+  return randomPool[--randomLeft]!;
+};
 
 /**
  * The coordinator's cancel keys: each session gets a random (pid, secret)

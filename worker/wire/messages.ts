@@ -173,7 +173,22 @@ function readInt16(bytes: Uint8Array, at: number): number {
 function readCString(bytes: Uint8Array, at: number): [string, number] {
   const end = bytes.indexOf(0, at);
   if (end < 0) throw new ProtocolViolation("a string field is not NUL-terminated");
-  return [decoder.decode(bytes.subarray(at, end)), end + 1];
+  return [decodeText(bytes, at, end), end + 1];
+}
+
+/** Strings up to this length are decoded in JavaScript when they are ASCII. */
+const SHORT_TEXT = 128;
+
+/** UTF-8 `bytes[start, end)` as a string: a short ASCII one (names, tags, most queries) without a call into the runtime's TextDecoder. */
+function decodeText(bytes: Uint8Array, start: number, end: number): string {
+  if (end - start > SHORT_TEXT) return decoder.decode(bytes.subarray(start, end));
+  let text = "";
+  for (let i = start; i < end; i++) {
+    const byte = bytes[i]!;
+    if (byte >= 0x80) return decoder.decode(bytes.subarray(start, end));
+    text += String.fromCharCode(byte);
+  }
+  return text;
 }
 
 // ── parsers of frontend messages ────────────────────────────────────────────
@@ -243,9 +258,9 @@ export function parseQuery(frame: Uint8Array): string {
   return readCString(frame, 5)[0];
 }
 
-/** Copies `frame` with the cstring at `[start, end)` replaced by `name`. */
-export function replaceName(frame: Uint8Array, start: number, end: number, name: string): Uint8Array {
-  const bytes = encoder.encode(name);
+/** Copies `frame` with the cstring at `[start, end)` replaced by `name` (a string, or its UTF-8 bytes). */
+export function replaceName(frame: Uint8Array, start: number, end: number, name: string | Uint8Array): Uint8Array {
+  const bytes = typeof name === "string" ? encoder.encode(name) : name;
   const out = new Uint8Array(frame.length - (end - start) + bytes.length);
   out.set(frame.subarray(0, start));
   out.set(bytes, start);
@@ -308,9 +323,17 @@ export function backendKeyData(pid: number, secret: number): Uint8Array {
   return message(Type.BackendKeyData, [pid, secret]);
 }
 
-/** ReadyForQuery with a transaction status. */
+const READY_FOR_QUERY = {
+  I: new Uint8Array([Type.ReadyForQuery, 0, 0, 0, 5, 0x49]),
+  T: new Uint8Array([Type.ReadyForQuery, 0, 0, 0, 5, 0x54]),
+  E: new Uint8Array([Type.ReadyForQuery, 0, 0, 0, 5, 0x45]),
+} as const;
+const PARSE_COMPLETE = new Uint8Array([Type.ParseComplete, 0, 0, 0, 4]);
+const CLOSE_COMPLETE = new Uint8Array([Type.CloseComplete, 0, 0, 0, 4]);
+
+/** ReadyForQuery with a transaction status (a copy of a prebuilt one: callers own what they get). */
 export function readyForQuery(status: "I" | "T" | "E"): Uint8Array {
-  return message(Type.ReadyForQuery, [new Uint8Array([status.charCodeAt(0)])]);
+  return READY_FOR_QUERY[status].slice();
 }
 
 /** NegotiateProtocolVersion: the newest 3.x minor we speak and the `_pq_.` options we did not recognize. */
@@ -347,12 +370,12 @@ export function noticeResponse(fields: ErrorFields): Uint8Array {
 
 /** ParseComplete. */
 export function parseComplete(): Uint8Array {
-  return message(Type.ParseComplete, []);
+  return PARSE_COMPLETE.slice();
 }
 
 /** CloseComplete. */
 export function closeComplete(): Uint8Array {
-  return message(Type.CloseComplete, []);
+  return CLOSE_COMPLETE.slice();
 }
 
 /** CommandComplete with a command tag. */

@@ -10,11 +10,15 @@ export interface Statement {
   readonly key: string;
   /** `edgepool_<n>`: unique per coordinator, so any server connection may hold it under this name. */
   readonly serverName: string;
+  /** `serverName` as UTF-8, for the Binds rewritten to it. */
+  readonly serverNameBytes: Uint8Array;
   readonly query: string;
   readonly types: readonly number[];
   /** The Parse that prepares it under `serverName` (built once, sent as is). */
   readonly parse: Uint8Array;
 }
+
+const encoder = new TextEncoder();
 
 /** Distinct statements the registry remembers beyond those sessions hold (a statement is rebuilt, under a new name, once forgotten). */
 const REMEMBERED_STATEMENTS = 10_000;
@@ -49,7 +53,7 @@ export class PreparedStatements {
       this.byKey.delete(key);
     } else {
       const serverName = `edgepool_${this.nextId++}`;
-      statement = { key, serverName, query, types: [...types], parse: parse(serverName, query, types) };
+      statement = { key, serverName, serverNameBytes: encoder.encode(serverName), query, types: [...types], parse: parse(serverName, query, types) };
       if (this.byKey.size >= REMEMBERED_STATEMENTS) this.byKey.delete(this.byKey.keys().next().value!);
     }
     this.byKey.set(key, statement);

@@ -581,7 +581,7 @@ export class WireSession<B extends Backend> {
     const statement = this.server && span.name !== "" ? this.statements.get(span.name) : undefined;
     if (!statement) return this.forward(frame, Type.Bind);
     this.ensure(statement);
-    this.forward(replaceName(frame, span.start, span.end, statement.serverName), Type.Bind);
+    this.forward(replaceName(frame, span.start, span.end, statement.serverNameBytes), Type.Bind);
   }
 
   private Describe(frame: Uint8Array): void {
@@ -785,7 +785,8 @@ export class WireSession<B extends Backend> {
   private CommandComplete(frame: Uint8Array): void {
     this.endCopy();
     this.pop(ANSWERED_BY.Execute);
-    if (this.server && frame.length <= 20) {
+    // Only DEALLOCATE ALL and DISCARD ALL matter here: a tag not starting with D is not decoded.
+    if (this.server && frame.length <= 20 && frame[5] === 0x44) {
       const tag = parseCommandComplete(frame);
       if (tag === "DEALLOCATE ALL" || tag === "DISCARD ALL") this.server.clear();
     }
