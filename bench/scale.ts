@@ -9,7 +9,7 @@
 //            CPU of one grant at that size, the budget's messages per second from 10,000 BudgetLinks
 // Writes bench/scale-results.md and bench/scale-results.json. Knobs (environment):
 //   BENCH_DURATION_MS (2000), BENCH_WARMUP_MS (500), BENCH_REPS (3)   as for `npm run bench`
-//   SCALE_PARTS (ceiling,sim)   SCALE_CONCURRENCY (1,5,10,25,50,100,200)   SCALE_TENANTS (10000)
+//   SCALE_PARTS (ceiling,sim)   SCALE_CONCURRENCY (1,5,10,25,50,100,200,400,800)   SCALE_TENANTS (10000)
 //   SCALE_CLIENTS (builtin-req,pgjs-edgepool-loop)   SCALE_SIM_SECONDS (60)   BENCH_OUT (bench/)
 //   DATABASE_URL: use that server instead of an embedded one
 // Run it from a clean `git worktree` of HEAD: wrangler restarts workerd when a bundled file changes.
@@ -37,7 +37,7 @@ const here = dirname(fileURLToPath(import.meta.url));
 const root = join(here, "..");
 const config = readConfig(here);
 const parts = list("SCALE_PARTS", ["ceiling", "sim"]);
-const levels = list("SCALE_CONCURRENCY", ["1", "5", "10", "25", "50", "100", "200"]).map(Number);
+const levels = list("SCALE_CONCURRENCY", ["1", "5", "10", "25", "50", "100", "200", "400", "800"]).map(Number);
 const clients = list("SCALE_CLIENTS", ["builtin-req", "pgjs-edgepool-loop"]) as Contender[];
 const tenants = Number(process.env.SCALE_TENANTS ?? 10_000);
 const simSeconds = Number(process.env.SCALE_SIM_SECONDS ?? 60);
