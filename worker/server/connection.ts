@@ -268,10 +268,7 @@ export class ServerConnection implements Backend {
     for (let i = from; i < touched.length; i++) {
       const pending = touched[i]!.flush();
       // The receiver's own failure is its session's business, not this connection's.
-      if (pending) {
-        const next = () => this.flushFrom(touched, i + 1);
-        return pending.then(next, next);
-      }
+      if (pending) return pending.then(() => this.flushFrom(touched, i + 1), () => this.flushFrom(touched, i + 1));
     }
     return undefined;
   }

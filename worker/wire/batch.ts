@@ -30,7 +30,16 @@ export class BatchRunner<B extends Backend> {
     /** The most bytes one batch's answer may have. */
     readonly maxBytes: number,
   ) {
-    this.session = new WireSession<B>({ ...deps, startup: false, send: (bytes) => this.collect(bytes), close: () => {} });
+    const runner = this;
+    // Methods, not arrow properties: the Worker bundle (esbuild keepNames) names each arrow with a defineProperty call, per one-shot.
+    this.session = new WireSession<B>({
+      ...deps,
+      startup: false,
+      send(bytes) {
+        runner.collect(bytes);
+      },
+      close() {},
+    });
   }
 
   /** Runs one batch; resolves with its answer. */

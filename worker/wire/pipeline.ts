@@ -21,10 +21,18 @@ export class Pipeline {
     private readonly key: object,
     private readonly backend: Backend,
   ) {
+    // Methods, not arrow properties: the Worker bundle (esbuild keepNames) names each arrow with a defineProperty call, per pipeline.
+    const pipeline = this;
     backend.receive({
-      message: (type, frame) => this.message(type, frame),
-      flush: () => this.flush(),
-      closed: (cause) => this.close(cause),
+      message(type, frame) {
+        pipeline.message(type, frame);
+      },
+      flush() {
+        return pipeline.flush();
+      },
+      closed(cause) {
+        pipeline.close(cause);
+      },
     });
   }
 

@@ -82,6 +82,11 @@ const TRANSACTION_OR_COPY = /(?:^|;)\s*(?:begin|start|commit|end|rollback|abort|
 const LISTEN = /(?:^|;)\s*listen\b/i;
 const DEALLOCATE_NAME = /^\s*deallocate\s+(?:prepare\s+)?("?)([^";\s]+)\1\s*;?\s*$/i;
 const DROPS_ALL = /^\s*(?:deallocate\s+(?:prepare\s+)?all|discard\s+all)\s*;?\s*$/i;
+/** A statement that cannot share a server connection with other sessions' queries (see `rides()`). */
+function runsAlone(text: string): boolean {
+  return TRANSACTION_OR_COPY.test(text) || CHANGES_SESSION.test(text);
+}
+
 const ANSWERED_BY = {
   ParseComplete: [Type.Parse],
   BindComplete: [Type.Bind],
@@ -372,12 +377,11 @@ export class WireSession<B extends Backend> {
   private rides(frames: Frame[]): boolean {
     if (!this.deps.shared || this.mode !== "transaction" || this.phase !== "ready" || this.backend || this.skipping) return false;
     if (this.status !== "I" || this.reader.pending) return false;
-    const alone = (text: string) => TRANSACTION_OR_COPY.test(text) || CHANGES_SESSION.test(text);
     let open = false;
     for (const { type, frame } of frames) {
       switch (type) {
         case Type.Parse:
-          if (alone(parseParse(frame).query)) return false;
+          if (runsAlone(parseParse(frame).query)) return false;
           open = true;
           break;
         case Type.Bind:
@@ -389,7 +393,7 @@ export class WireSession<B extends Backend> {
           open = false;
           break;
         case Type.Query:
-          if (open || alone(parseQuery(frame))) return false;
+          if (open || runsAlone(parseQuery(frame))) return false;
           break;
         default:
           return false;
@@ -733,21 +737,23 @@ export class WireSession<B extends Backend> {
   // ── server messages ───────────────────────────────────────────────────────
 
   private makeReceiver(): Receiver {
+    // Methods, not arrow properties: the Worker bundle (esbuild keepNames) names each arrow with a defineProperty call, per attach.
+    const session = this;
     const receiver: Receiver = {
-      message: (type, frame) => {
-        if (this.receiver === receiver) this.serverMessage(type, frame);
+      message(type, frame) {
+        if (session.receiver === receiver) session.serverMessage(type, frame);
       },
-      flush: () => {
-        if (this.receiver !== receiver) return undefined;
-        if (this.lease) this.deps.pool.touch(this.lease);
-        this.markInflight();
-        const pending = this.deliver();
-        this.release();
+      flush() {
+        if (session.receiver !== receiver) return undefined;
+        if (session.lease) session.deps.pool.touch(session.lease);
+        session.markInflight();
+        const pending = session.deliver();
+        session.release();
         return pending;
       },
-      closed: (cause) => {
-        if (this.receiver !== receiver) return;
-        this.lost(cause);
+      closed(cause) {
+        if (session.receiver !== receiver) return;
+        session.lost(cause);
       },
     };
     return receiver;
