@@ -21,8 +21,12 @@ export interface BudgetLinkDeps {
 export const REPORT_GAP_MS = 50;
 /** How often a pool that wants more than it was granted asks again. */
 export const RETRY_MS = 200;
-/** A holder renews at least this often while it holds or wants anything, so a newcomer gets its fair share within about this long. */
+/** A holder renews at least this often while it holds or wants anything in a contended budget, so a newcomer gets its fair share within about this long. */
 export const RENEW_MS = 1_000;
+/** How often it renews while the budget is not contended (a newcomer finds a quarter of it free at least); at most a third of the TTL. */
+export const QUIET_RENEW_MS = 10_000;
+/** A budget is contended once this share of it is counted: holders then renew every `RENEW_MS` and give back what they do not use at once. */
+export const CONTENDED = 0.75;
 /** Wait after a failed call before the next. */
 export const FAILURE_RETRY_MS = 1_000;
 /** The pool treats its grant as over this long (a tenth of the TTL at most) before the budget does, so its sockets are closed by then. */
@@ -30,8 +34,9 @@ export const EXPIRY_MARGIN_MS = 1_000;
 
 /**
  * A pool's side of a connection budget (the pool core's `Capacity`): borrows
- * before the pool grows, gives back when it shrinks, renews the lease every
- * third of its TTL while holding anything. Safe under failures: while a call
+ * before the pool grows, gives back when it shrinks, renews its lease while
+ * holding anything — every second while the budget is contended, every 10 s
+ * (a third of the TTL at most) while it is not. Safe under failures: while a call
  * is out the limit is frozen at what the pool holds, a failed call grants
  * nothing new, and a lease not renewed in time drops the limit to 0 and
  * lapses (counted from when the call was sent, less `EXPIRY_MARGIN_MS`, so it
@@ -103,13 +108,20 @@ export class BudgetLink implements Capacity {
     const short = wanted > granted;
     const surplus = granted > Math.max(held, wanted);
     let at: number;
+    const contended = this.contended();
     if (this.failed) at = this.failedAt + FAILURE_RETRY_MS;
-    else if (moved && (short || surplus || held > granted)) at = this.lastSentAt + REPORT_GAP_MS;
+    else if (moved && (short || (surplus && contended) || held > granted)) at = this.lastSentAt + REPORT_GAP_MS;
     else if (short) at = this.lastSentAt + RETRY_MS;
-    else at = this.lastSentAt + Math.min(RENEW_MS, Math.floor((this.last?.leaseTtlMs ?? 30_000) / 3));
+    else at = this.lastSentAt + Math.min(contended ? RENEW_MS : QUIET_RENEW_MS, Math.floor((this.last?.leaseTtlMs ?? 30_000) / 3));
     // Past the lease's end the pool must shed: wake it then.
     if (granted > 0 && this.expiresAt > 0) at = Math.min(at, this.expiresAt);
     this.arm(at);
+  }
+
+  /** Whether the last grant found the budget contended (or there is none yet): then others may be waiting for what this pool holds. */
+  private contended(): boolean {
+    const g = this.last;
+    return !g || g.used >= g.maxConnections * CONTENDED;
   }
 
   private arm(at: number): void {
