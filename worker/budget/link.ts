@@ -19,7 +19,7 @@ export interface BudgetLinkDeps {
 
 /** Least time between two reports that only change the numbers. */
 export const REPORT_GAP_MS = 50;
-/** How often a pool that wants more than it was granted asks again. */
+/** How often a pool that wants more than it was granted asks again (while that may get it more). */
 export const RETRY_MS = 200;
 /** A holder renews at least this often while it holds or wants anything in a contended budget, so a newcomer gets its fair share within about this long. */
 export const RENEW_MS = 1_000;
@@ -109,9 +109,11 @@ export class BudgetLink implements Capacity {
     const surplus = granted > Math.max(held, wanted);
     let at: number;
     const contended = this.contended();
+    // Short, but at its fair share of a full budget: asking again gets nothing until a renewal shows a change.
+    const canGrow = short && this.canGrow();
     if (this.failed) at = this.failedAt + FAILURE_RETRY_MS;
-    else if (moved && (short || (surplus && contended) || held > granted)) at = this.lastSentAt + REPORT_GAP_MS;
-    else if (short) at = this.lastSentAt + RETRY_MS;
+    else if (moved && (canGrow || (surplus && contended) || held > granted)) at = this.lastSentAt + REPORT_GAP_MS;
+    else if (canGrow) at = this.lastSentAt + RETRY_MS;
     else at = this.lastSentAt + Math.min(contended ? RENEW_MS : QUIET_RENEW_MS, Math.floor((this.last?.leaseTtlMs ?? 30_000) / 3));
     // Past the lease's end the pool must shed: wake it then.
     if (granted > 0 && this.expiresAt > 0) at = Math.min(at, this.expiresAt);
@@ -122,6 +124,12 @@ export class BudgetLink implements Capacity {
   private contended(): boolean {
     const g = this.last;
     return !g || g.used >= g.maxConnections * CONTENDED;
+  }
+
+  /** Whether asking for more may get more: no grant yet, below the fair share, or the budget had room. */
+  private canGrow(): boolean {
+    const g = this.last;
+    return !g || this.granted < g.share || g.used < g.maxConnections;
   }
 
   private arm(at: number): void {
