@@ -99,7 +99,13 @@ export class BudgetLink implements Capacity {
     return `${name} was the limit: granted ${this.limit()} of its maxConnections=${g.maxConnections} (fair share ${g.share} among ${g.holders} tenants with demand, used=${g.used})`;
   }
 
-  /** Sets the timer for the next call: soon when the numbers moved, every RETRY_MS while short, else a renewal at a third of the TTL. */
+  /**
+   * Sets the timer for the next call: soon when the numbers moved in a way
+   * the budget must hear (more that may be granted, a give-back others may
+   * need, more held than granted), every RETRY_MS while asking may get more,
+   * else a renewal (every RENEW_MS in a contended budget, QUIET_RENEW_MS in
+   * one with room; a third of the TTL at most).
+   */
   private plan(): void {
     if (this.inflight) return;
     const { held, wanted, granted } = this;
@@ -111,8 +117,10 @@ export class BudgetLink implements Capacity {
     const contended = this.contended();
     // Short, but at its fair share of a full budget: asking again gets nothing until a renewal shows a change.
     const canGrow = short && this.canGrow();
+    // A surplus goes back at once in a contended budget, and always when the pool gives back everything (it leaves the budget).
+    const giveBack = surplus && (contended || (held === 0 && wanted === 0));
     if (this.failed) at = this.failedAt + FAILURE_RETRY_MS;
-    else if (moved && (canGrow || (surplus && contended) || held > granted)) at = this.lastSentAt + REPORT_GAP_MS;
+    else if (moved && (canGrow || giveBack || held > granted)) at = this.lastSentAt + REPORT_GAP_MS;
     else if (canGrow) at = this.lastSentAt + RETRY_MS;
     else at = this.lastSentAt + Math.min(contended ? RENEW_MS : QUIET_RENEW_MS, Math.floor((this.last?.leaseTtlMs ?? 30_000) / 3));
     // Past the lease's end the pool must shed: wake it then.
