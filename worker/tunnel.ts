@@ -41,53 +41,27 @@ export function refuse(inbound: ReadableStream<Uint8Array>, error: unknown, tena
 /** Bytes buffered towards a slow reader before the session is told to wait. */
 const OUTBOUND_HIGH_WATER_BYTES = 256 * 1024;
 
-/**
- * Pumps `inbound` into the session that `open` makes (telling `received` of
- * each batch of bytes), and returns the session's outbound stream: a
- * ReadableStream the session enqueues into (a TransformStream's writer would
- * add a write promise and a hop per message).
- */
+/** Pumps `inbound` into the session that `open` makes (telling `received` of each batch of bytes), and returns the session's outbound stream. */
 export function tunnel(inbound: ReadableStream<Uint8Array>, open: (ends: TunnelEnds) => TunnelSession, received?: () => void): ReadableStream<Uint8Array> {
-  let controller!: ReadableStreamDefaultController<Uint8Array>;
-  /** The session waits for the reader to take bytes: resolved at the next pull, or at the end. */
-  let drained: { promise: Promise<void>; resolve: () => void } | undefined;
-  const resume = () => {
-    const waiting = drained;
-    drained = undefined;
-    waiting?.resolve();
-  };
+  const { readable, writable } = new TransformStream<Uint8Array, Uint8Array>(
+    undefined,
+    new ByteLengthQueuingStrategy({ highWaterMark: OUTBOUND_HIGH_WATER_BYTES }),
+  );
+  const writer = writable.getWriter();
   const reader = inbound.getReader();
   let closed = false;
   const close = () => {
     if (closed) return;
     closed = true;
-    resume();
-    try {
-      controller.close();
-    } catch {}
+    writer.close().catch(() => {});
     reader.cancel().catch(() => {});
   };
-  const readable = new ReadableStream<Uint8Array>(
-    {
-      start: (c) => void (controller = c),
-      pull: resume,
-      // The reader went away: the session ends as when the client does.
-      cancel: close,
-    },
-    new ByteLengthQueuingStrategy({ highWaterMark: OUTBOUND_HIGH_WATER_BYTES }),
-  );
   const session = open({
     send(bytes) {
       if (closed) return;
-      controller.enqueue(bytes);
-      // Only a full queue makes the session wait, until the reader takes some.
-      if ((controller.desiredSize ?? 1) > 0) return;
-      if (!drained) {
-        let resolve!: () => void;
-        const promise = new Promise<void>((r) => (resolve = r));
-        drained = { promise, resolve };
-      }
-      return drained.promise;
+      // The write settles when the reader takes it; only a full queue makes the session wait.
+      writer.write(bytes).catch(close);
+      if ((writer.desiredSize ?? 1) <= 0) return writer.ready.catch(close);
     },
     close,
   });
