@@ -1,5 +1,6 @@
 import { PoolError } from "../src/errors.ts";
 import type { WireMode } from "../src/protocol.ts";
+import type { TunnelEnds } from "./tunnel.ts";
 import { asPoolError, toErrorResponse } from "./wire/errors.ts";
 import { CANCEL_REQUEST, FrameReader, GSSENC_REQUEST, ProtocolViolation, readInt32, SSL_REQUEST, STARTUP } from "./wire/messages.ts";
 
@@ -25,7 +26,12 @@ export interface TunnelSocket {
 export interface ConnectDeps {
   tenant: string;
   mode: WireMode;
-  open(inbound: ReadableStream<Uint8Array>): ReadableStream<Uint8Array>;
+  /**
+   * The session's answers: a stream the bridge pumps to the socket, or none
+   * when the session sends them through `out` itself (straight to the socket,
+   * no stream in between).
+   */
+  open(inbound: ReadableStream<Uint8Array>, out: TunnelEnds): ReadableStream<Uint8Array> | void;
   /**
    * Set when the client sent no token on the upgrade: the session asks for a
    * password (AuthenticationCleartextPassword) and this checks it as a client
@@ -74,13 +80,25 @@ export function bridge(socket: TunnelSocket, deps: ConnectDeps): void {
         return close(1000);
       }
     }
-    const reader = deps.open(inbound).getReader();
+    const out: TunnelEnds = {
+      send(bytes) {
+        if (closed) return;
+        socket.send(bytes);
+        if ((socket.bufferedAmount ?? 0) > OUTBOUND_HIGH_WATER_BYTES) return drained(socket);
+      },
+      close() {
+        close(1000);
+      },
+    };
+    const answers = deps.open(inbound, out);
+    if (!answers) return;
+    const reader = answers.getReader();
     try {
       for (;;) {
         const { done, value } = await reader.read();
         if (done || closed) break;
         send(value);
-        await drained(socket);
+        if ((socket.bufferedAmount ?? 0) > OUTBOUND_HIGH_WATER_BYTES) await drained(socket);
       }
     } catch {
       // The session's stream broke: the socket closes below.

@@ -9,7 +9,7 @@ import { directoryFor } from "./directory.ts";
 import type { Env } from "./env.ts";
 import { FrontDoor, type FrontStats } from "./front.ts";
 import { LeaseTarget } from "./lease-target.ts";
-import { refuse } from "./tunnel.ts";
+import { refuse, refuseTo } from "./tunnel.ts";
 import { systemClock } from "./pool/clock.ts";
 import type { LogLine } from "./pool/events.ts";
 import type { ActivitySample, TenantActivity } from "./activity.ts";
@@ -247,11 +247,11 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
     bridge(server, {
       tenant,
       mode,
-      open: (inbound) => {
+      open: (inbound, out) => {
         try {
-          return this.frontFor(tenant).connect(mode, inbound, options);
+          this.frontFor(tenant).connectTo(mode, inbound, out, options);
         } catch (error) {
-          return refuse(inbound, error, tenant);
+          refuseTo(inbound, out, error, tenant);
         }
       },
       checkPassword: request.headers.get("X-Edgepool-Auth") === "password"

@@ -10,7 +10,7 @@ import { serverDriver } from "./server/driver.ts";
 import type { ServerConnection } from "./server/connection.ts";
 import type { Connector } from "./server/socket.ts";
 import type { TenantConfig } from "./tenant.ts";
-import { tunnel } from "./tunnel.ts";
+import { tunnel, tunnelTo, type TunnelEnds } from "./tunnel.ts";
 import { BatchRunner } from "./wire/batch.ts";
 import { CancelKeys } from "./wire/cancel.ts";
 import { parseFields } from "./wire/messages.ts";
@@ -164,6 +164,13 @@ export class FrontDoor {
     const timeouts = { acquireTimeoutMs: options.acquireTimeoutMs, queryTimeoutMs: options.queryTimeoutMs ?? this.pool.options.queryTimeoutMs };
     this.thread.call();
     return tunnel(inbound, (ends) => new WireSession<ServerConnection>({ ...this.sessionDeps(mode), ...ends, ...timeouts, startup: true }), this.called);
+  }
+
+  /** `connect()` for a transport that takes the session's bytes itself (a WebSocket): no outbound stream in between. */
+  connectTo(mode: WireMode, inbound: ReadableStream<Uint8Array>, out: TunnelEnds, options: RunOptions = {}): void {
+    const timeouts = { acquireTimeoutMs: options.acquireTimeoutMs, queryTimeoutMs: options.queryTimeoutMs ?? this.pool.options.queryTimeoutMs };
+    this.thread.call();
+    tunnelTo(inbound, out, (ends) => new WireSession<ServerConnection>({ ...this.sessionDeps(mode), ...ends, ...timeouts, startup: true }), this.called);
   }
 
   /** A built-in session (no startup): one-shot batches in transaction mode, a lease in session mode. */

@@ -38,6 +38,13 @@ export function refuse(inbound: ReadableStream<Uint8Array>, error: unknown, tena
   });
 }
 
+/** `refuse` for a session that sends straight to `out`: the FATAL ErrorResponse, then the end. */
+export function refuseTo(inbound: ReadableStream<Uint8Array>, out: TunnelEnds, error: unknown, tenant: string): void {
+  void inbound.cancel().catch(() => {});
+  out.send(toErrorResponse(asPoolError(error, tenant), { fatal: true }).bytes);
+  out.close();
+}
+
 /** Bytes buffered towards a slow reader before the session is told to wait. */
 const OUTBOUND_HIGH_WATER_BYTES = 256 * 1024;
 
@@ -56,7 +63,7 @@ export function tunnel(inbound: ReadableStream<Uint8Array>, open: (ends: TunnelE
     writer.close().catch(() => {});
     reader.cancel().catch(() => {});
   };
-  const session = open({
+  pump(reader, open({
     send(bytes) {
       if (closed) return;
       // The write settles when the reader takes it; only a full queue makes the session wait.
@@ -64,7 +71,29 @@ export function tunnel(inbound: ReadableStream<Uint8Array>, open: (ends: TunnelE
       if ((writer.desiredSize ?? 1) <= 0) return writer.ready.catch(close);
     },
     close,
-  });
+  }), close, received);
+  return readable;
+}
+
+/**
+ * Pumps `inbound` into the session that `open` makes, which sends straight
+ * to `out` (a WebSocket bridge: no outbound stream in between). The session
+ * ends when `inbound` does; `out.close()` follows.
+ */
+export function tunnelTo(inbound: ReadableStream<Uint8Array>, out: TunnelEnds, open: (ends: TunnelEnds) => TunnelSession, received?: () => void): void {
+  const reader = inbound.getReader();
+  let closed = false;
+  const close = () => {
+    if (closed) return;
+    closed = true;
+    out.close();
+    reader.cancel().catch(() => {});
+  };
+  pump(reader, open({ send: (bytes) => (closed ? undefined : out.send(bytes)), close }), close, received);
+}
+
+/** Feeds what `reader` reads to `session` until either side ends. */
+function pump(reader: ReadableStreamDefaultReader<Uint8Array>, session: TunnelSession, close: () => void, received?: () => void): void {
   void (async () => {
     try {
       for (;;) {
@@ -80,5 +109,4 @@ export function tunnel(inbound: ReadableStream<Uint8Array>, open: (ends: TunnelE
       close();
     }
   })();
-  return readable;
 }
