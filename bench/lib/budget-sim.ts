@@ -132,11 +132,23 @@ export const SCENARIOS: Scenario[] = [
   },
   {
     name: "busy, budget with room",
-    what: "each pool's borrowers change every 100 ms (0–4, uniform), connections follow at once; the budget can grant every demand",
+    what: "each pool's borrowers change every 100 ms (0–4, uniform), connections follow at once (opened and closed: the worst case); the budget can grant every demand",
     maxConnections: (n) => n * 10,
     start: (pool, random) => {
       const step = () => {
         pool.want(Math.floor(random() * 5));
+        pool.clock.setTimer(step, 100);
+      };
+      step();
+    },
+  },
+  {
+    name: "busy, idle connections kept",
+    what: "as busy with room, but, as a pool does until its idleTimeoutMs, connections stay open when borrowers leave (held stays at the peak, 4)",
+    maxConnections: (n) => n * 10,
+    start: (pool, random) => {
+      const step = () => {
+        pool.want(Math.floor(random() * 5), 4);
         pool.clock.setTimer(step, 100);
       };
       step();
