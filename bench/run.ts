@@ -33,7 +33,7 @@ import { existsSync, readFileSync } from "node:fs";
 import { CONTEXT, EDGEPOOL_CONTENDERS, isWorkerContender, POOL_SIZE, readConfig, type Contender } from "./lib/config.ts";
 import { commandLine, chart, fmt, markdown } from "./lib/report.ts";
 import { nodeRun, pgbenchRun, Sampler, splitRun, workerRun, type Run, type SplitRun } from "./lib/runners.ts";
-import { ensureAccounts, pgbouncerConsole, startPgbouncer, startPostgres, startSplit, startWorkerd, type Sql } from "./lib/servers.ts";
+import { drained as drainedOn, ensureAccounts, pgbouncerConsole, startPgbouncer, startPostgres, startSplit, startWorkerd, type Sql } from "./lib/servers.ts";
 import { findPgbouncer, log, machine, onCleanup, rssMiB, runToEnd, sleep, which } from "./lib/system.ts";
 
 if (Number(process.versions.node.split(".")[0]) < 22) {
@@ -111,16 +111,7 @@ await runToEnd(async () => {
   const sampler = new Sampler(admin, () => currentRssPids);
   let currentRssPids: number[] = [];
 
-  /** Waits until the server shows no connection with this application_name (a previous pool is gone). */
-  const drained = async (app: string) => {
-    const deadline = Date.now() + 10_000;
-    while (Date.now() < deadline) {
-      const [{ n }] = await admin<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where application_name = ${app}`;
-      if (n === 0) return;
-      await sleep(50);
-    }
-    log(`warning: connections tagged ${app} are still open after 10 s`);
-  };
+  const drained = (app: string) => drainedOn(admin, app);
   const tenantOf = (contender: Contender) => `bench-${contender}`;
 
   // The runs -----------------------------------------------------------------------------------

@@ -10,6 +10,7 @@ import { FrontDoor } from "../worker/front.ts";
 import { resolveConfig } from "../worker/tenant.ts";
 import { encodeQuery } from "../src/codec.ts";
 import type { Holding } from "../worker/budget/allocate.ts";
+import { seeded } from "./lib/seeded.ts";
 import { grantOnce, holdings, SCENARIOS, simulateLinks, type LinkSimResult } from "./lib/budget-sim.ts";
 import { fakePostgres } from "./lib/fake-postgres.ts";
 import { HeapClock, settle } from "./lib/heap-clock.ts";
@@ -50,17 +51,6 @@ async function heap(): Promise<number> {
   return process.memoryUsage().heapUsed;
 }
 
-/** mulberry32: the simulations' seeded randomness (the same offsets every run). */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 
 // ---------------------------------------------------------------------------------------------
 // Memory per idle coordinator state

@@ -22,7 +22,7 @@ import postgres from "postgres";
 import { POOL_SIZE, readConfig, type Contender } from "./lib/config.ts";
 import { fmt } from "./lib/report.ts";
 import { Sampler, splitRun, type SplitRun } from "./lib/runners.ts";
-import { startPostgres, startSplit, type Workerd } from "./lib/servers.ts";
+import { drained, startPostgres, startSplit, type Workerd } from "./lib/servers.ts";
 import { median } from "./lib/stats.ts";
 import { children, cpuMs, log, logAs, machine, onCleanup, runToEnd, sleep, threadCpuMs } from "./lib/system.ts";
 import type { SimResult } from "./scale-sim.ts";
@@ -188,16 +188,6 @@ function machineTicks(): { busy: number; total: number } {
   const fields = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
   const total = fields.slice(0, 8).reduce((a, b) => a + b, 0);
   return { busy: total - fields[3]! - fields[4]!, total };
-}
-
-async function drained(admin: postgres.Sql, app: string): Promise<void> {
-  const deadline = Date.now() + 10_000;
-  while (Date.now() < deadline) {
-    const [{ n }] = await admin<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where application_name = ${app}`;
-    if (n === 0) return;
-    await sleep(50);
-  }
-  log(`warning: connections tagged ${app} are still open after 10 s`);
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -113,6 +113,17 @@ export class CountingBudget {
   }
 }
 
+/** A busy pool: its borrowers change every 100 ms (0–4, uniform); `keep` connections stay open when they leave. */
+function busy(keep: number): Scenario["start"] {
+  return (pool, random) => {
+    const step = () => {
+      pool.want(Math.floor(random() * 5), keep);
+      pool.clock.setTimer(step, 100);
+    };
+    step();
+  };
+}
+
 /** The link scenarios of bench/scale-sim.ts. */
 export const SCENARIOS: Scenario[] = [
   {
@@ -134,38 +145,20 @@ export const SCENARIOS: Scenario[] = [
     name: "busy, budget with room",
     what: "each pool's borrowers change every 100 ms (0–4, uniform), connections follow at once (opened and closed: the worst case); the budget can grant every demand",
     maxConnections: (n) => n * 10,
-    start: (pool, random) => {
-      const step = () => {
-        pool.want(Math.floor(random() * 5));
-        pool.clock.setTimer(step, 100);
-      };
-      step();
-    },
+    start: busy(0),
   },
   {
     name: "busy, idle connections kept",
     what: "as busy with room, but, as a pool does until its idleTimeoutMs, connections stay open when borrowers leave (held stays at the peak, 4)",
     maxConnections: (n) => n * 10,
-    start: (pool, random) => {
-      const step = () => {
-        pool.want(Math.floor(random() * 5), 4);
-        pool.clock.setTimer(step, 100);
-      };
-      step();
-    },
+    start: busy(4),
   },
   {
     name: "busy, budget short",
     what: "as busy, but the budget's maxConnections is one per tenant: most pools want more than they are granted",
     maxConnections: (n) => n,
     short: true,
-    start: (pool, random) => {
-      const step = () => {
-        pool.want(Math.floor(random() * 5));
-        pool.clock.setTimer(step, 100);
-      };
-      step();
-    },
+    start: busy(0),
   },
   {
     name: "churn",

@@ -14,6 +14,17 @@ import { alive, children, cpuMs, descendants, log, onCleanup, sleep, stopChild, 
 
 export type Sql = postgres.Sql;
 
+/** Waits (10 s at most) until the server shows no connection with this application_name: a previous pool is gone. */
+export async function drained(admin: Sql, app: string): Promise<void> {
+  const deadline = Date.now() + 10_000;
+  while (Date.now() < deadline) {
+    const [{ n }] = await admin<{ n: number }[]>`select count(*)::int as n from pg_stat_activity where application_name = ${app}`;
+    if (n === 0) return;
+    await sleep(50);
+  }
+  log(`warning: connections tagged ${app} are still open after 10 s`);
+}
+
 // ---------------------------------------------------------------------------------------------
 // Postgres
 

@@ -73,17 +73,7 @@ export class ManualClock implements Clock {
   }
 }
 
-/** mulberry32: a small seeded PRNG, uniform in [0, 1). */
-export function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
+export { seeded } from "../../bench/lib/seeded.ts";
 
 /** A fake physical connection. */
 export interface FakeHandle {
