@@ -24,7 +24,7 @@ async function drive(clients: number, ms: number, query: () => Promise<unknown>)
 }
 
 describe("coordinator thread load", () => {
-  it("a quiet tenant's coordinator shows its thread near idle and keeps 1 shard; one driven hard (64 clients, 64 KB answers) shows it busy: coordinator-bound, 2 shards suggested", async () => {
+  it("a quiet tenant's coordinator shows its thread near idle and keeps 1 shard; one driven hard (64 clients, 64 KB answers, up to 8 s) shows it busy: coordinator-bound, 2 shards suggested", async () => {
     const quiet = tenantName("thread-quiet");
     const hot = tenantName("thread-hot");
     // Its connection opened (and authenticated: SCRAM is real work on the thread) before its traffic starts.
@@ -40,11 +40,19 @@ describe("coordinator thread load", () => {
     }
     const calm = await statsOf(quietStub, quiet);
 
-    // The coordinator does real work per call: a 500-row answer of ~64 KB read from Postgres and sent back.
+    // The coordinator does real work per call: a 500-row answer of ~64 KB read from Postgres and sent back. The
+    // probe reads a lower bound of the thread's busy time, so it is driven in rounds of 2 s (4 at most) until it
+    // shows the thread as the limit: how soon depends on how fast this machine is at the moment.
     const hotDb = createPool(testEnv.EDGEPOOL, { tenant: hot });
-    const ran = await drive(64, 3_000, () => hotDb.sql`select repeat('x', 120) as x from generate_series(1, 500)`);
-    const busy = await statsOf(hotStub, hot);
-    console.log(`coordinator-load: quiet ${JSON.stringify(calm.coordinator)} ${calm.sizing.verdict}; hot ${ran} one-shots in 3 s, ${JSON.stringify(busy.coordinator)} ${busy.sizing.verdict} suggestedShards=${busy.sizing.suggestedShards}`);
+    let ran = 0;
+    let rounds = 0;
+    let busy = await statsOf(hotStub, hot);
+    while (rounds < 4 && busy.sizing.verdict !== "coordinator-bound") {
+      ran += await drive(64, 2_000, () => hotDb.sql`select repeat('x', 120) as x from generate_series(1, 500)`);
+      rounds++;
+      busy = await statsOf(hotStub, hot);
+    }
+    console.log(`coordinator-load: quiet ${JSON.stringify(calm.coordinator)} ${calm.sizing.verdict}; hot ${ran} one-shots in ${rounds} rounds of 2 s, ${JSON.stringify(busy.coordinator)} ${busy.sizing.verdict} suggestedShards=${busy.sizing.suggestedShards}`);
 
     expect(calm.coordinator.callsPerSecond).toBeGreaterThanOrEqual(1);
     expect(calm.coordinator.callsPerSecond).toBeLessThanOrEqual(20);
