@@ -11,10 +11,14 @@
 //   BENCH_DURATION_MS (2000), BENCH_WARMUP_MS (500), BENCH_REPS (3)   as for `npm run bench`
 //   SCALE_PARTS (ceiling,sim)   SCALE_CONCURRENCY (1,5,10,25,50,100,200,400,800)   SCALE_TENANTS (10000)
 //   SCALE_CLIENTS (builtin-req,pgjs-edgepool-loop)   SCALE_SIM_SECONDS (60)   BENCH_OUT (bench/)
+//   SCALE_PIN=1: the ceiling part pins the coordinator's workerd processes (all threads) to core 1 and
+//            everything else it starts (this script and wrangler in it, the load generator's workerd,
+//            the embedded Postgres) to core 0 with taskset, so the coordinator has a core to itself
+//            (others' processes on the machine are not pinned)
 //   DATABASE_URL: use that server instead of an embedded one
 // Run it from a clean `git worktree` of HEAD: wrangler restarts workerd when a bundled file changes.
 import { execFileSync, spawn } from "node:child_process";
-import { existsSync, mkdirSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
+import { existsSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync, writeFileSync } from "node:fs";
 import os from "node:os";
 import { dirname, join, relative } from "node:path";
 import { fileURLToPath } from "node:url";
@@ -41,6 +45,7 @@ const levels = list("SCALE_CONCURRENCY", ["1", "5", "10", "25", "50", "100", "20
 const clients = list("SCALE_CLIENTS", ["builtin-req", "pgjs-edgepool-loop"]) as Contender[];
 const tenants = Number(process.env.SCALE_TENANTS ?? 10_000);
 const simSeconds = Number(process.env.SCALE_SIM_SECONDS ?? 60);
+const pin = process.env.SCALE_PIN === "1";
 for (const p of parts) if (p !== "ceiling" && p !== "sim") fail(`SCALE_PARTS: unknown part "${p}" (known: ceiling, sim)`);
 for (const c of levels) if (!Number.isInteger(c) || c < 1) fail(`SCALE_CONCURRENCY: "${c}" is not a positive integer`);
 for (const c of clients) if (c !== "builtin-req" && c !== "builtin-loop" && c !== "pgjs-edgepool-loop") fail(`SCALE_CLIENTS: "${c}" is not one of builtin-req, builtin-loop, pgjs-edgepool-loop`);
@@ -59,6 +64,8 @@ export interface CeilingRun extends SplitRun {
   coordinatorThreadUsPerQuery: number;
   /** The whole machine, from /proc/stat: cores busy over the run (everyone's processes, not only the bench's). */
   machineBusyCores: number;
+  /** Each core's busy share over the run, from /proc/stat's cpuN lines (with SCALE_PIN: core 0 the rest, core 1 the coordinator). */
+  coreBusy?: number[];
 }
 
 const started = new Date();
@@ -105,7 +112,7 @@ await runToEnd(async () => {
       runs,
     };
   };
-  if (parts.includes("ceiling")) report.ceiling = await record(measureCeiling, ceiling, { levels, clients, poolSize: POOL_SIZE });
+  if (parts.includes("ceiling")) report.ceiling = await record(measureCeiling, ceiling, { levels, clients, poolSize: POOL_SIZE, pinned: pin });
   if (parts.includes("sim")) report.sim = await record(simulate, sims, { tenants, simSeconds });
   writeFileSync(file, JSON.stringify(report, null, 1) + "\n");
   writeFileSync(join(config.out, "scale-results.md"), markdown(report));
@@ -116,10 +123,24 @@ await runToEnd(async () => {
 // Part 1: one coordinator's ceiling
 
 async function measureCeiling(): Promise<void> {
+  if (pin) {
+    if (os.cpus().length < 2) fail("SCALE_PIN=1 needs 2 cores at least");
+    // Before anything starts: the children (Postgres, both sessions' workerd) inherit core 0.
+    setAffinity(process.pid, "0");
+    if (process.env.DATABASE_URL) log("SCALE_PIN: DATABASE_URL's server is not started here, so not pinned");
+  }
   const databaseUrl = await startPostgres();
   const admin = postgres(databaseUrl, { max: 1, onnotice: () => {}, connection: { application_name: "bench:monitor" } });
   onCleanup("monitor connection", () => admin.end({ timeout: 1 }));
   const split = await startSplit(join(here, "worker.ts"), "scale", databaseUrl, config, facts);
+  if (pin) {
+    for (const pid of split.coordinator.processes) setAffinity(pid, "1");
+    const show = (pids: number[]) => pids.map((pid) => `${pid}: ${[...new Set(allowed(pid))].join("/")}`).join(", ");
+    log(`SCALE_PIN: Cpus_allowed_list of every thread: coordinator workerd ${show(split.coordinator.processes)}; ` +
+      `load generator workerd ${show(split.load.processes)}; this script ${show([process.pid])}`);
+    for (const pid of split.coordinator.processes) if (allowed(pid).some((c) => c !== "1")) throw new Error(`SCALE_PIN: workerd ${pid} is not pinned to core 1`);
+    for (const pid of [...split.load.processes, process.pid]) if (allowed(pid).some((c) => c !== "0")) throw new Error(`SCALE_PIN: ${pid} is not pinned to core 0`);
+  }
   const sampler = new Sampler(admin, () => split.coordinator.pids);
   try {
     // Reps outermost: load from others' processes comes and goes, and each level gets some of each.
@@ -134,6 +155,7 @@ async function measureCeiling(): Promise<void> {
           log(`ceiling ${client} c=${concurrency} rep ${rep}/${config.reps}: ${fmt(run.qps, 0)} q/s, mean ${fmt(run.latency.mean, 2)} ms; ` +
             `coordinator workerd ${pct(run.coordinatorCores)} of a core (busiest thread ${pct(run.coordinatorThread)}), ` +
             `load generator ${pct(run.loadCores)} (busiest thread ${pct(run.loadThread)}); machine ${fmt(run.machineBusyCores, 2)} cores busy; ` +
+            `(per core ${run.coreBusy!.map(pct).join(" ")}); ` +
             `${fmt(run.coordinatorCpuUsPerQuery, 0)} µs coordinator CPU/query (${fmt(run.coordinatorThreadUsPerQuery, 0)} on its busiest thread)` +
             `${run.errors ? `; ${run.errors} errors (${run.firstError})` : ""}; load ${os.loadavg()[0]!.toFixed(2)}`);
         }
@@ -180,14 +202,35 @@ async function measured(split: { load: Workerd; coordinator: Workerd }, run: () 
     // The split run's own CPU/query counts warm-up and measured queries; scale the thread's share the same way.
     coordinatorThreadUsPerQuery: (result.coordinatorCpuUsPerQuery * busiest(a0, a1)) / Math.max(1e-9, a1.total - a0.total),
     machineBusyCores: ((m1.busy - m0.busy) / Math.max(1, m1.total - m0.total)) * os.cpus().length,
+    coreBusy: m1.cores.map((c, i) => (c.busy - m0.cores[i]!.busy) / Math.max(1, c.total - m0.cores[i]!.total)),
   };
 }
 
+/** Pins every thread of `pid` to `cpus` (taskset's list form); new threads inherit it. */
+function setAffinity(pid: number, cpus: string): void {
+  execFileSync("taskset", ["-a", "-p", "-c", cpus, String(pid)], { stdio: "ignore" });
+}
+
+/** Cpus_allowed_list of each thread of `pid`. */
+function allowed(pid: number): string[] {
+  return readdirSync(`/proc/${pid}/task`).map((tid) => {
+    try {
+      return /Cpus_allowed_list:\s*(\S+)/.exec(readFileSync(`/proc/${pid}/task/${tid}/status`, "utf8"))?.[1] ?? "?";
+    } catch {
+      return "gone";
+    }
+  }).filter((c) => c !== "gone");
+}
+
 /** Busy and total jiffies of all CPUs (/proc/stat's first line; idle + iowait are not busy). */
-function machineTicks(): { busy: number; total: number } {
-  const fields = readFileSync("/proc/stat", "utf8").split("\n")[0]!.trim().split(/\s+/).slice(1).map(Number);
-  const total = fields.slice(0, 8).reduce((a, b) => a + b, 0);
-  return { busy: total - fields[3]! - fields[4]!, total };
+function machineTicks(): { busy: number; total: number; cores: { busy: number; total: number }[] } {
+  const ticks = (line: string) => {
+    const fields = line.trim().split(/\s+/).slice(1).map(Number);
+    const total = fields.slice(0, 8).reduce((a, b) => a + b, 0);
+    return { busy: total - fields[3]! - fields[4]!, total };
+  };
+  const lines = readFileSync("/proc/stat", "utf8").split("\n");
+  return { ...ticks(lines[0]!), cores: lines.filter((l) => /^cpu\d+ /.test(l)).map(ticks) };
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -246,13 +289,16 @@ function markdown(report: Report): string {
   }
   if (report.ceiling) {
     const part = report.ceiling;
-    const config = part.config as { durationMs: number; warmupMs: number };
+    const config = part.config as { durationMs: number; warmupMs: number; pinned?: boolean };
     out.push("## One coordinator's ceiling", "");
     about(part);
     out.push(`One tenant (pool of ${POOL_SIZE}), \`select 1\`. Its coordinator runs alone in one workerd (process A); the load comes from a second wrangler session (process B), ` +
       "whose `EDGEPOOL` binding names the coordinator's class in A's script, so every call crosses between the processes (bench/lib/servers.ts `startSplit`). " +
       `Each run: ${config.durationMs} ms after ${config.warmupMs} ms of warm-up, started on an empty pool. CPU share = /proc CPU time over the run's wall time (warm-up included), ` +
-      "for the whole process and its busiest thread (the JS thread when it is the limit); 100% is one core.", "");
+      "for the whole process and its busiest thread (the JS thread when it is the limit); 100% is one core." +
+      ((config as { pinned?: boolean }).pinned
+        ? " Pinned (`SCALE_PIN=1`, taskset): process A's threads on core 1 only; this script (wrangler runs in it), process B and the embedded Postgres on core 0; other processes on the machine were not pinned."
+        : ""), "");
     out.push("| client | clients | queries/s | mean ms | A: coordinator workerd CPU | A: busiest thread | B: load generator CPU | B: busiest thread | whole machine busy (cores) | A: CPU µs/query | A: busiest thread µs/query | 10⁶ / that: q/s with that thread saturated | errors |");
     out.push("|---|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|--:|");
     const groups = new Map<string, CeilingRun[]>();
@@ -282,7 +328,8 @@ function markdown(report: Report): string {
       const best = medians.reduce((a, b) => (b.qps > a.qps ? b : a));
       const last = medians.at(-1)!;
       out.push(`- ${clientLabel(contender)}: the best median, ${fmt(best.qps, 0)} queries/s, at ${best.c} clients (at ${last.c}: ${fmt(last.qps, 0)}); ` +
-        `there the coordinator's busiest thread was ${cellOf(best.runs.map((r) => r.coordinatorThread), 0, true)} busy, the machine ${cellOf(best.runs.map((r) => r.machineBusyCores), 2)} of ${os.cpus().length} cores, ` +
+        `there the coordinator's busiest thread was ${cellOf(best.runs.map((r) => r.coordinatorThread), 0, true)} busy, the machine ${cellOf(best.runs.map((r) => r.machineBusyCores), 2)} of ${os.cpus().length} cores` +
+        (best.runs.every((r) => r.coreBusy) ? ` (${best.runs[0]!.coreBusy!.map((_, i) => `core ${i} ${cellOf(best.runs.map((r) => r.coreBusy![i]!), 0, true)}`).join(", ")})` : "") + ", " +
         `and ${cellOf(best.runs.map((r) => r.coordinatorThreadUsPerQuery), 0)} µs of that thread per query: ${cellOf(best.runs.map((r) => 1e6 / r.coordinatorThreadUsPerQuery), 0)} queries/s if it had the core to itself.`);
     }
     out.push("");
@@ -353,7 +400,7 @@ function uptime(): string {
 }
 
 function command(): string {
-  const knobs = ["BENCH_DURATION_MS", "BENCH_WARMUP_MS", "BENCH_REPS", "SCALE_PARTS", "SCALE_CONCURRENCY", "SCALE_CLIENTS", "SCALE_TENANTS", "SCALE_SIM_SECONDS", "BENCH_OUT"]
+  const knobs = ["BENCH_DURATION_MS", "BENCH_WARMUP_MS", "BENCH_REPS", "SCALE_PARTS", "SCALE_CONCURRENCY", "SCALE_CLIENTS", "SCALE_TENANTS", "SCALE_SIM_SECONDS", "SCALE_PIN", "BENCH_OUT"]
     .filter((k) => process.env[k]).map((k) => `${k}=${process.env[k]}`);
   if (process.env.DATABASE_URL) knobs.push("DATABASE_URL=<your server>");
   return [...knobs, "npm run bench:scale"].join(" ");

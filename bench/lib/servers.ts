@@ -67,6 +67,8 @@ export interface Workerd {
   call: (path: string, body: unknown) => Promise<any>;
   /** The workerd process that runs the bench Worker (not wrangler's proxy), if it was found. */
   pids: number[];
+  /** Every workerd process this wrangler session started (SCALE_PIN pins them to a core). */
+  processes: number[];
   /** The isolate's JS heap in MiB (NaN when the inspector cannot be reached). */
   heapMiB: () => Promise<number>;
   /** wrangler's inspector proxy for the isolate (bench/profile.ts attaches the CPU profiler there). */
@@ -159,7 +161,7 @@ export async function startWorkerd(
   const inspectorUrl = String(await worker.inspectorUrl);
   const heap = () => heapMiB(inspectorUrl);
   if (Number.isNaN(await heap())) log("warning: no inspector, so no JS heap figures");
-  return { call: callWorker, pids: workerdPids, heapMiB: heap, inspectorUrl, dispose };
+  return { call: callWorker, pids: workerdPids, processes: started, heapMiB: heap, inspectorUrl, dispose };
 }
 
 function withTimeout<T>(promise: Promise<T>, ms: number, message: string): Promise<T> {
