@@ -238,9 +238,13 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
     }
     let hint: ShardHint;
     try {
+      this.taking(tenant);
       hint = this.sessionHint(tenant);
     } catch (error) {
-      return fail(error, tenant);
+      // A retired shard's refusal carries the tenant's shard count now, so the route picks among the shards that stay.
+      const refused = fail(error, tenant);
+      if (this.retiredTo !== undefined) refused.headers.set(HINT_HEADER, JSON.stringify({ shards: this.retiredTo, load: 0 } satisfies ShardHint));
+      return refused;
     }
     const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
     server.accept();

@@ -183,6 +183,10 @@ describe("changing shards at run time", () => {
     // a driver's new session is handed to a shard that stays.
     const retired = testEnv.EDGEPOOL.get(testEnv.EDGEPOOL.idFromName(`${tenant}#2`));
     const refused = await retired.run(tenant, encodeQuery("select 1"));
+    // A remote session's upgrade (what the /connect route forwards) is refused before it opens, with the new count for the route.
+    const upgrade = await retired.fetch(new Request("http://shard/connect", { headers: { Upgrade: "websocket", "X-Edgepool-Tenant": tenant, "X-Edgepool-Mode": "transaction" } }));
+    const upgradeHint = JSON.parse(upgrade.headers.get("X-Edgepool-Hint") ?? "null");
+    const upgradeError = ((await upgrade.json()) as { error: { code: string } }).error;
     const driver = new pg.Client(pgOptions(retired, { tenant }));
     await driver.connect();
     const servedBy = (await driver.query<{ app: string }>("select current_setting('application_name') as app")).rows[0]!.app;
@@ -203,6 +207,9 @@ describe("changing shards at run time", () => {
     expect([2, 3].every((i) => served.some((x) => (x.shards.get(i) ?? 0) > 0))).toBe(true);
     expect(drained.get(2) ?? 0).toBe(0);
     expect(refused).toMatchObject({ ok: false, error: { code: "POOL_CLOSED" }, hint: { shards: 2 } });
+    expect(upgrade.status).not.toBe(101);
+    expect(upgradeError.code).toBe("POOL_CLOSED");
+    expect(upgradeHint).toMatchObject({ shards: 2 });
     expect([`edgepool:${tenant}`, `edgepool:${tenant}#1`]).toContain(servedBy);
     expect(pinnedAfterShrink).toBeGreaterThan(0);
     expect((removed.get(2) ?? 0) + (removed.get(3) ?? 0)).toBe(0);
