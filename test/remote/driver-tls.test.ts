@@ -1,12 +1,10 @@
-import { execFileSync } from "node:child_process";
-import { chmodSync, chownSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir, userInfo } from "node:os";
-import { join } from "node:path";
+import { writeFileSync } from "node:fs";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, it } from "vitest";
 import { createPool, PoolError } from "../../src/index.ts";
 import { applicationName } from "../../worker/server/driver.ts";
 import { startEmbeddedPostgres, type EmbeddedPostgresHandle } from "../setup/embedded.ts";
+import { installServerCertificate, prependHba, testCertificates, type TestCertificates } from "../setup/tls.ts";
 import { startWranglerDev, type WranglerDev } from "./wrangler-process.ts";
 
 // TLS from workerd to a TLS-only Postgres whose certificate a test CA signed. workerd trusts the
@@ -15,15 +13,11 @@ import { startWranglerDev, type WranglerDev } from "./wrangler-process.ts";
 const ADMIN_TOKEN = "tls-admin-token-0123456789";
 const MD5_PASSWORD = "md5-pass-tls-3e9a1c";
 
-let certDir: string;
+let certs: TestCertificates | undefined;
 let server: EmbeddedPostgresHandle;
 let observer: postgres.Sql;
 let trusted: WranglerDev;
 let untrusted: WranglerDev;
-
-function openssl(...args: string[]) {
-  execFileSync("openssl", args, { cwd: certDir, stdio: "pipe" });
-}
 
 /** The server's URL with another user, host and sslmode. */
 function serverUrl(sslmode: string, options: { user?: string; password?: string; host?: string } = {}): string {
@@ -57,31 +51,19 @@ async function sslOfPool(tenant: string) {
 }
 
 beforeAll(async () => {
-  certDir = mkdtempSync(join(tmpdir(), "edgepool-tls-"));
-  openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=edgepool tls test CA");
-  openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost");
-  writeFileSync(join(certDir, "san.cnf"), "subjectAltName=DNS:localhost,IP:127.0.0.1\n");
-  openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.cnf");
+  const made = (certs = testCertificates("edgepool tls test CA"));
   server = await startEmbeddedPostgres({
     flags: ["ssl=on"],
     beforeStart: async (dir) => {
-      const hba = join(dir, "pg_hba.conf");
-      writeFileSync(hba, `hostnossl all all 127.0.0.1/32 reject\nhostssl all md5user 127.0.0.1/32 md5\n${readFileSync(hba, "utf8")}`);
-      for (const name of ["server.crt", "server.key"]) {
-        const file = join(dir, name);
-        writeFileSync(file, readFileSync(join(certDir, name)));
-        chmodSync(file, 0o600);
-        if (userInfo().uid === 0) {
-          chownSync(file, Number(execFileSync("id", ["-u", "postgres"]).toString()), Number(execFileSync("id", ["-g", "postgres"]).toString()));
-        }
-      }
+      prependHba(dir, ["hostnossl all all 127.0.0.1/32 reject", "hostssl all md5user 127.0.0.1/32 md5"]);
+      installServerCertificate(made, dir);
     },
   });
-  observer = postgres(server.url, { max: 1, onnotice: () => {}, ssl: { ca: readFileSync(join(certDir, "ca.crt"), "utf8") } });
+  observer = postgres(server.url, { max: 1, onnotice: () => {}, ssl: { ca: made.caPem } });
   await observer.unsafe(`set password_encryption = 'md5'; create role md5user login password '${MD5_PASSWORD}'`);
   const vars = { DATABASE_URL: serverUrl("require"), EDGEPOOL_ADMIN_TOKEN: ADMIN_TOKEN };
   [trusted, untrusted] = await Promise.all([
-    startWranglerDev({ main: "worker/index.ts", config: "wrangler.toml", vars, env: { NODE_EXTRA_CA_CERTS: join(certDir, "ca.crt") } }),
+    startWranglerDev({ main: "worker/index.ts", config: "wrangler.toml", vars, env: { NODE_EXTRA_CA_CERTS: made.caFile } }),
     startWranglerDev({ main: "worker/index.ts", config: "wrangler.toml", vars }),
   ]);
 }, 120_000);
@@ -91,7 +73,7 @@ afterAll(async () => {
   await Promise.all([trusted?.stop(), untrusted?.stop()]);
   await observer?.end({ timeout: 0 });
   await server?.stop();
-  if (certDir) rmSync(certDir, { recursive: true, force: true });
+  certs?.remove();
 });
 
 describe("TLS from the coordinator to a TLS-only Postgres", () => {

@@ -1,8 +1,4 @@
-import { execFileSync } from "node:child_process";
 import { createHash } from "node:crypto";
-import { chownSync, chmodSync, mkdtempSync, readFileSync, rmSync, writeFileSync } from "node:fs";
-import { tmpdir, userInfo } from "node:os";
-import { join } from "node:path";
 import postgres from "postgres";
 import { afterAll, beforeAll, describe, expect, inject, test } from "vitest";
 import type { Receiver } from "../../worker/wire/backend.ts";
@@ -11,12 +7,13 @@ import { ServerConnection } from "../../worker/server/connection.ts";
 import { query } from "../../worker/wire/messages.ts";
 import type { ByteSocket, Connector } from "../../worker/server/socket.ts";
 import { freePort, startEmbeddedPostgres, type EmbeddedPostgresHandle } from "../setup/embedded.ts";
+import { installServerCertificate, prependHba, testCertificates, type TestCertificates } from "../setup/tls.ts";
 import { nodeConnector } from "../support/node-socket.ts";
 
 const MD5_PASSWORD = "md5-pass-5f1c9e";
 const CLEAR_PASSWORD = "clear-pass-7a2b4d";
 
-let certDir: string;
+let certs: TestCertificates;
 let caPem: string;
 /** Plain TCP only; md5user (md5) and clearuser (password) besides the SCRAM superuser. */
 let plain: EmbeddedPostgresHandle;
@@ -25,23 +22,6 @@ let tlsOnly: EmbeddedPostgresHandle;
 /** Independent observer of the servers' side (postgres.js). */
 let observers: postgres.Sql[] = [];
 const opened: ServerConnection[] = [];
-
-function openssl(...args: string[]) {
-  execFileSync("openssl", args, { cwd: certDir, stdio: "pipe" });
-}
-
-/** Prepends pg_hba.conf lines and, as root, hands written files to the `postgres` user the server runs as. */
-function prependHba(dir: string, lines: string[]) {
-  const file = join(dir, "pg_hba.conf");
-  writeFileSync(file, `${lines.join("\n")}\n${readFileSync(file, "utf8")}`);
-}
-
-function giveToPostgres(file: string) {
-  if (userInfo().uid !== 0) return;
-  const uid = Number(execFileSync("id", ["-u", "postgres"]).toString());
-  const gid = Number(execFileSync("id", ["-g", "postgres"]).toString());
-  chownSync(file, uid, gid);
-}
 
 function url(base: string, user: string, password: string, sslmode: SslMode, host = "127.0.0.1"): ServerConfig {
   const u = new URL(base);
@@ -82,12 +62,8 @@ async function openFails(connector: Connector, config: ServerConfig): Promise<Er
 }
 
 beforeAll(async () => {
-  certDir = mkdtempSync(join(tmpdir(), "edgepool-certs-"));
-  openssl("req", "-x509", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "ca.key", "-out", "ca.crt", "-days", "2", "-subj", "/CN=edgepool test CA");
-  openssl("req", "-newkey", "ec", "-pkeyopt", "ec_paramgen_curve:prime256v1", "-nodes", "-keyout", "server.key", "-out", "server.csr", "-subj", "/CN=localhost");
-  writeFileSync(join(certDir, "san.cnf"), "subjectAltName=IP:127.0.0.1,DNS:localhost\n");
-  openssl("x509", "-req", "-in", "server.csr", "-CA", "ca.crt", "-CAkey", "ca.key", "-CAcreateserial", "-out", "server.crt", "-days", "2", "-extfile", "san.cnf");
-  caPem = readFileSync(join(certDir, "ca.crt"), "utf8");
+  certs = testCertificates("edgepool test CA");
+  caPem = certs.caPem;
 
   [plain, tlsOnly] = await Promise.all([
     startEmbeddedPostgres({
@@ -97,12 +73,7 @@ beforeAll(async () => {
       flags: ["ssl=on"],
       beforeStart: async (dir) => {
         prependHba(dir, ["hostnossl all all 127.0.0.1/32 reject"]);
-        for (const name of ["server.crt", "server.key"]) {
-          const file = join(dir, name);
-          writeFileSync(file, readFileSync(join(certDir, name)));
-          chmodSync(file, 0o600);
-          giveToPostgres(file);
-        }
+        installServerCertificate(certs, dir);
       },
     }),
   ]);
@@ -115,7 +86,7 @@ afterAll(async () => {
   await Promise.all(opened.map((c) => c.close()));
   await Promise.all(observers.map((sql) => sql.end({ timeout: 0 })));
   await Promise.all([plain?.stop(), tlsOnly?.stop()]);
-  rmSync(certDir, { recursive: true, force: true });
+  certs?.remove();
 });
 
 describe("authentication", () => {
