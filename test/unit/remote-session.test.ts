@@ -6,6 +6,7 @@ import { decodeResult, encodeQuery } from "../../src/codec.ts";
 import { PoolError } from "../../src/errors.ts";
 import { SessionClosed, TunnelSession } from "../../src/session.ts";
 import type { Tunnel } from "../../src/socket.ts";
+import { concat } from "./wire-helpers.ts";
 
 const encoder = new TextEncoder();
 
@@ -17,12 +18,7 @@ function msg(type: string, body: Uint8Array = new Uint8Array(0)): Uint8Array {
   return out;
 }
 const cstr = (s: string) => encoder.encode(`${s}\0`);
-const join = (...parts: Uint8Array[]) => {
-  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
-  let at = 0;
-  for (const p of parts) (out.set(p, at), (at += p.length));
-  return out;
-};
+const join = (...parts: Uint8Array[]) => concat(parts);
 const ready = (status = "I") => msg("Z", encoder.encode(status));
 const keyData = (pid: number) => {
   const body = new Uint8Array(8);
