@@ -82,7 +82,7 @@ export function tokenSecret(env: { EDGEPOOL_TOKEN_SECRET?: string; EDGEPOOL_ADMI
   return secret;
 }
 
-/** Whether a URL's host is this machine: the only place a token may travel as a password over plain HTTP. */
-export function isLoopback(url: URL): boolean {
-  return url.hostname === "localhost" || url.hostname === "[::1]" || /^127(?:\.\d{1,3}){3}$/.test(url.hostname);
+/** Checks a client token for `tenant` now, against the Worker's token secret (`tokenSecret`). */
+export function checkClientToken(env: { EDGEPOOL_TOKEN_SECRET?: string; EDGEPOOL_ADMIN_TOKEN?: string }, tenant: string, token: string | undefined): Promise<void> {
+  return verifyToken(tokenSecret(env, tenant), token, tenant, Math.floor(Date.now() / 1000));
 }

@@ -3,7 +3,7 @@ import { DurableObject } from "cloudflare:workers";
 import { PoolError } from "../src/errors.ts";
 import type { Acquired, CallOptions, CoordinatorApi, Reply, WireMode } from "../src/protocol.ts";
 import { fail } from "./admin.ts";
-import { tokenSecret, verifyToken } from "./auth.ts";
+import { checkClientToken } from "./auth.ts";
 import { bridge } from "./connect.ts";
 import { directoryFor } from "./directory.ts";
 import type { Env } from "./env.ts";
@@ -259,7 +259,7 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
         }
       },
       checkPassword: request.headers.get("X-Edgepool-Auth") === "password"
-        ? (password) => verifyToken(tokenSecret(this.env, tenant), password, tenant, Math.floor(Date.now() / 1000))
+        ? (password) => checkClientToken(this.env, tenant, password)
         : undefined,
     });
     const headers = new Headers({ [HINT_HEADER]: JSON.stringify(hint) });

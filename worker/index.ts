@@ -2,7 +2,7 @@ import { WorkerEntrypoint } from "cloudflare:workers";
 import { PoolError, toShape } from "../src/errors.ts";
 import type { CallOptions, Reply, WireMode } from "../src/protocol.ts";
 import { admin, checkAdmin, fail, respond } from "./admin.ts";
-import { bearerToken, isLoopback, tokenSecret, verifyToken } from "./auth.ts";
+import { bearerToken, checkClientToken, tokenSecret } from "./auth.ts";
 import { budgetRoute } from "./budget/routes.ts";
 import { SESSION_OPTION_HEADERS, type PoolCoordinator } from "./coordinator.ts";
 import type { Env } from "./env.ts";
@@ -11,7 +11,7 @@ import { callOption } from "./reply.ts";
 import { checkTenant } from "./tenant.ts";
 import { refuse } from "./tunnel.ts";
 import { bridge } from "./connect.ts";
-import { refusal } from "../src/websocket.ts";
+import { isLoopbackHost, refusal } from "../src/websocket.ts";
 import { HINT_HEADER, hintedWire, notDelivered, routed, routerFor, shardName } from "../src/shards.ts";
 
 export { Budget } from "./budget/object.ts";
@@ -46,11 +46,10 @@ export class PoolService extends WorkerEntrypoint<Env> {
     try {
       checkTenant(tenant);
       const mode = options?.mode ?? "transaction";
-      const { answer, leave } = await routed(routerFor(this.env.EDGEPOOL, tenant), (shard) => shardFor(this.env, tenant, shard), async (c) => {
+      const answer = await onShard(this.env, tenant, async (c) => {
         const { stream, hint } = hintedWire(await c.wire(tenant, { mode, hint: true }, inbound));
         return { ok: true, value: stream, hint };
       }, notDelivered);
-      leave();
       return answer.value;
     } catch (error) {
       return refuse(inbound, error, String(tenant));
@@ -91,7 +90,7 @@ const handler = {
       if (match[2] === "connect") return await connectRoute(request, env, tenant);
       const coordinator = coordinatorFor(env, tenant);
       if (match[2] === "stats") {
-        await verifyToken(tokenSecret(env, tenant), bearerToken(request), tenant, Math.floor(Date.now() / 1000));
+        await checkClientToken(env, tenant, bearerToken(request));
         if (request.method !== "GET") throw new PoolError("BAD_REQUEST", tenant, `${pathname} takes GET`);
         return respond(await coordinator.stats(tenant));
       }
@@ -130,8 +129,8 @@ async function connectRoute(request: Request, env: Env, tenant: string): Promise
   }
   const password = url.searchParams.get("auth") === "password";
   if (!password) {
-    await verifyToken(tokenSecret(env, tenant), bearerToken(request), tenant, Math.floor(Date.now() / 1000));
-  } else if (url.protocol !== "https:" && !isLoopback(url)) {
+    await checkClientToken(env, tenant, bearerToken(request));
+  } else if (url.protocol !== "https:" && !isLoopbackHost(url.hostname)) {
     throw new PoolError("UNAUTHORIZED", tenant, `tenant "${tenant}": a token as the startup password travels over https only`);
   }
   if (request.method !== "GET" || request.headers.get("Upgrade")?.toLowerCase() !== "websocket") {
@@ -150,13 +149,12 @@ async function connectRoute(request: Request, env: Env, tenant: string): Promise
   headers.set("X-Edgepool-Auth", password ? "password" : "token");
   for (const [header, value] of options) headers.set(header, String(value));
   // Nothing of the client's was sent before the upgrade: a shard that refuses it (or a call that breaks) leaves it to another shard.
-  const { answer, leave } = await routed(routerFor(env.EDGEPOOL, tenant), (shard) => shardFor(env, tenant, shard), async (c): Promise<Upgrade> => {
+  const answer = await onShard(env, tenant, async (c): Promise<Upgrade> => {
     const response = await c.fetch(new Request(request, { headers }));
     const hint = readHint(response.headers.get(HINT_HEADER));
     if (response.status === 101) return { ok: true, response, hint };
     return { ok: false, error: await refusal(response, tenant, "the shard's upgrade"), hint };
   }, () => true);
-  leave();
   if (answer.ok) return uncompressed(answer.response);
   // No shard took it: the client learns why in its session, as a driver would from a server (after its password, if it sends one).
   const [client, server] = Object.values(new WebSocketPair()) as [WebSocket, WebSocket];
@@ -165,7 +163,7 @@ async function connectRoute(request: Request, env: Env, tenant: string): Promise
     tenant,
     mode,
     open: (inbound) => refuse(inbound, answer.error, tenant),
-    checkPassword: password ? (presented) => verifyToken(tokenSecret(env, tenant), presented, tenant, Math.floor(Date.now() / 1000)) : undefined,
+    checkPassword: password ? (presented) => checkClientToken(env, tenant, presented) : undefined,
   });
   return new Response(null, { status: 101, webSocket: client, headers: { ...NO_COMPRESSION, ...(offered.includes("edgepool") ? { "Sec-WebSocket-Protocol": "edgepool" } : {}) } });
 }
@@ -202,13 +200,22 @@ function shardFor(env: Env, tenant: string, shard: number): DurableObjectStub<Po
   return env.EDGEPOOL.get(env.EDGEPOOL.idFromName(shardName(tenant, shard)));
 }
 
-/** A session on one of the tenant's shards, picked by power of two choices (`routed`); a bad tenant name comes back as a `BAD_REQUEST` reply. */
+/**
+ * One call on one of the tenant's shards, picked by power of two choices with
+ * this isolate's router (`routed`: another shard once if the first refused
+ * before running anything); the call's count on its shard ends with its answer.
+ */
+async function onShard<R extends { ok: boolean; error?: unknown; hint?: unknown }>(env: Env, tenant: string, call: (c: DurableObjectStub<PoolCoordinator>) => Promise<R>, retryOnThrow: (error: unknown) => boolean): Promise<R> {
+  const { answer, leave } = await routed(routerFor(env.EDGEPOOL, tenant), (shard) => shardFor(env, tenant, shard), call, retryOnThrow);
+  leave();
+  return answer;
+}
+
+/** A session on one of the tenant's shards (`onShard`); a bad tenant name comes back as a `BAD_REQUEST` reply. */
 async function sharded<T>(env: Env, tenant: string, call: (c: DurableObjectStub<PoolCoordinator>) => Promise<Reply<T>>, retryOnThrow: (error: unknown) => boolean): Promise<Reply<T>> {
   try {
     checkTenant(tenant);
-    const { answer, leave } = await routed(routerFor(env.EDGEPOOL, tenant), (shard) => shardFor(env, tenant, shard), call, retryOnThrow);
-    leave();
-    return answer;
+    return await onShard(env, tenant, call, retryOnThrow);
   } catch (error) {
     return { ok: false, error: toShape(error, String(tenant)) } satisfies Reply<never>;
   }
