@@ -1,6 +1,7 @@
 import type { Capacity } from "../pool/capacity.ts";
 import type { Clock } from "../pool/clock.ts";
 import type { BudgetReport, Grant } from "./allocate.ts";
+import { DEFAULT_LEASE_TTL_MS } from "./config.ts";
 
 /** Asks the budget object for a grant (an RPC to the `Budget` Durable Object in production, a fake in tests). */
 export type BudgetCall = (report: BudgetReport) => Promise<Grant>;
@@ -56,7 +57,6 @@ export class BudgetLink implements Capacity {
   /** The budget keeps a holding for this holder (it was told of something held or wanted). */
   private registered = false;
   private inflight = false;
-  private frozenAt = 0;
   private lastSentAt = Number.NEGATIVE_INFINITY;
   private failedAt = Number.NEGATIVE_INFINITY;
   /** The last call failed. */
@@ -80,7 +80,8 @@ export class BudgetLink implements Capacity {
 
   limit(): number {
     if (this.deps.clock.now() >= this.expiresAt) return 0;
-    return this.inflight ? Math.min(this.granted, this.frozenAt) : this.granted;
+    // While a call is out, at most what the pool held when it was sent.
+    return this.inflight ? Math.min(this.granted, this.sentHeld) : this.granted;
   }
 
   report(held: number, wanted: number): void {
@@ -122,7 +123,7 @@ export class BudgetLink implements Capacity {
     if (this.failed) at = this.failedAt + FAILURE_RETRY_MS;
     else if (moved && (canGrow || giveBack || held > granted)) at = this.lastSentAt + REPORT_GAP_MS;
     else if (canGrow) at = this.lastSentAt + RETRY_MS;
-    else at = this.lastSentAt + Math.min(contended ? RENEW_MS : QUIET_RENEW_MS, Math.floor((this.last?.leaseTtlMs ?? 30_000) / 3));
+    else at = this.lastSentAt + Math.min(contended ? RENEW_MS : QUIET_RENEW_MS, Math.floor((this.last?.leaseTtlMs ?? DEFAULT_LEASE_TTL_MS) / 3));
     // Past the lease's end the pool must shed: wake it then.
     if (granted > 0 && this.expiresAt > 0) at = Math.min(at, this.expiresAt);
     this.arm(at);
@@ -167,7 +168,6 @@ export class BudgetLink implements Capacity {
     const { held, wanted } = this;
     const sentAt = this.deps.clock.now();
     this.inflight = true;
-    this.frozenAt = held;
     this.lastSentAt = sentAt;
     this.sentHeld = held;
     this.sentWanted = wanted;
