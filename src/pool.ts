@@ -228,14 +228,19 @@ function resolve(target: PoolTarget, options: ClientOptions): Resolved {
     };
     return { tenant, call, coordinator: () => stubOf(0), direct: isNamespace(target), router, stubOf, broken };
   }
+  checkRemoteTarget(target, tenant, options.token);
+  const remote = remoteCoordinator(target, tenant, options.token);
+  return { tenant, call, coordinator: () => remote, direct: false, stubOf: () => remote, broken: () => {}, end: () => remote.end() };
+}
+
+/** A remote target: the coordinator's http(s) URL and a client token (what `createPool`, `connect` and the driver options check alike). */
+export function checkRemoteTarget(target: string, tenant: string, token: unknown): asserts token is string {
   if (!/^https?:\/\//.test(target) || !URL.canParse(target)) {
     throw new PoolError("INVALID_OPTION", tenant, `target ${showValue("target", target)} must be the coordinator's http(s) URL`);
   }
-  if (typeof options.token !== "string" || options.token === "") {
+  if (typeof token !== "string" || token === "") {
     throw new PoolError("INVALID_OPTION", tenant, `option "token" is required for a remote target (POST /v1/tenants/${tenant}/tokens issues one)`);
   }
-  const remote = remoteCoordinator(target, tenant, options.token);
-  return { tenant, call, coordinator: () => remote, direct: false, stubOf: () => remote, broken: () => {}, end: () => remote.end() };
 }
 
 function isNamespace(target: Exclude<PoolTarget, string>): target is NamespaceLike {
@@ -259,21 +264,6 @@ export function wireShards(target: PoolTarget | WireTarget, tenant: string): { r
   if (typeof target === "string" || !isNamespace(target as Exclude<PoolTarget, string>)) return undefined;
   const namespace = target as NamespaceLike;
   return { router: routerFor(namespace, tenant), stubOf: (shard) => shardStub(namespace, tenant, shard) };
-}
-
-function binding(target: Exclude<PoolTarget, string>, tenant: string): CoordinatorApi & WireTarget {
-  return isNamespace(target) ? (target.get(target.idFromName(tenant) as never) as CoordinatorApi & WireTarget) : (target as CoordinatorApi & WireTarget);
-}
-
-/**
- * Where a driver's sessions go: the tenant's coordinator behind a Durable
- * Object namespace or the `PoolService` binding (both answer `connect`).
- */
-export function wireTarget(target: PoolTarget | WireTarget, tenant: string): WireTarget {
-  if (typeof target === "string") {
-    throw new PoolError("INVALID_OPTION", tenant, `a driver session needs a Durable Object namespace or a PoolService binding as its target; remote driver sessions over a URL are not available yet`);
-  }
-  return binding(target as Exclude<PoolTarget, string>, tenant);
 }
 
 /** A call that failed in transport (not with a reply) becomes an `INTERNAL` error naming the cause. */

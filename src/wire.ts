@@ -1,7 +1,6 @@
 import type { Duplex } from "node:stream";
 import { PoolError } from "./errors.ts";
-import { showValue } from "./show.ts";
-import { wireShards, wireTarget, type PoolTarget } from "./pool.ts";
+import { checkRemoteTarget, wireShards, type PoolTarget } from "./pool.ts";
 import type { WireMode, WireTarget } from "./protocol.ts";
 import { hintedWire, routed } from "./shards.ts";
 import { WireSocket } from "./socket.ts";
@@ -54,7 +53,8 @@ function open(target: PoolTarget | WireTarget, tenant: string, mode: WireMode, t
   const inbound = () => new TransformStream<Uint8Array, Uint8Array>(undefined, new ByteLengthQueuingStrategy({ highWaterMark: INBOUND_HIGH_WATER_BYTES }));
   if (!shards) {
     const { readable, writable } = inbound();
-    return new WireSocket(wireTarget(target, tenant).wire(tenant, { mode }, readable).then((stream) => ({ readable: stream, writable })));
+    // Not a namespace: the PoolService binding (or a coordinator stub) takes the session as is.
+    return new WireSocket((target as WireTarget).wire(tenant, { mode }, readable).then((stream) => ({ readable: stream, writable })));
   }
   // WireSocket writes nothing before the call answers, so a call that failed sent nothing: another shard may take the session.
   const opened = routed(shards.router, shards.stubOf, async (stub) => {
@@ -122,8 +122,7 @@ function checkWire(target: PoolTarget | WireTarget, options: Partial<WireOptions
   if (typeof tenant !== "string" || tenant === "") throw new PoolError("INVALID_OPTION", String(tenant ?? ""), `option "tenant" must be a non-empty string`);
   if (mode !== "transaction" && mode !== "session") throw new PoolError("INVALID_OPTION", tenant, `option "mode" must be "transaction" or "session"`);
   if (typeof target === "string") {
-    if (!/^https?:\/\//.test(target) || !URL.canParse(target)) throw new PoolError("INVALID_OPTION", tenant, `target ${showValue("target", target)} must be the coordinator's http(s) URL`);
-    if (typeof token !== "string" || token === "") throw new PoolError("INVALID_OPTION", tenant, `option "token" is required for a remote target (POST /v1/tenants/${tenant}/tokens issues one)`);
+    checkRemoteTarget(target, tenant, token);
   } else if (token !== undefined) {
     throw new PoolError("INVALID_OPTION", tenant, `option "token" is for a remote (URL) target only: a binding is its own credential`);
   }
