@@ -161,16 +161,19 @@ export class FrontDoor {
    * the session; past `queryTimeoutMs` a query is cancelled with `QUERY_TIMEOUT`.
    */
   connect(mode: WireMode, inbound: ReadableStream<Uint8Array>, options: RunOptions = {}): ReadableStream<Uint8Array> {
-    const timeouts = { acquireTimeoutMs: options.acquireTimeoutMs, queryTimeoutMs: options.queryTimeoutMs ?? this.pool.options.queryTimeoutMs };
-    this.thread.call();
-    return tunnel(inbound, (ends) => new WireSession<ServerConnection>({ ...this.sessionDeps(mode), ...ends, ...timeouts, startup: true }), this.called);
+    return tunnel(inbound, this.clientSession(mode, options), this.called);
   }
 
   /** `connect()` for a transport that takes the session's bytes itself (a WebSocket): no outbound stream in between. */
   connectTo(mode: WireMode, inbound: ReadableStream<Uint8Array>, out: TunnelEnds, options: RunOptions = {}): void {
+    tunnelTo(inbound, out, this.clientSession(mode, options), this.called);
+  }
+
+  /** Counts a client session's arrival and makes its wire session (startup first) once the tunnel has its ends. */
+  private clientSession(mode: WireMode, options: RunOptions): (ends: TunnelEnds) => WireSession<ServerConnection> {
     const timeouts = { acquireTimeoutMs: options.acquireTimeoutMs, queryTimeoutMs: options.queryTimeoutMs ?? this.pool.options.queryTimeoutMs };
     this.thread.call();
-    tunnelTo(inbound, out, (ends) => new WireSession<ServerConnection>({ ...this.sessionDeps(mode), ...ends, ...timeouts, startup: true }), this.called);
+    return (ends) => new WireSession<ServerConnection>({ ...this.sessionDeps(mode), ...ends, ...timeouts, startup: true });
   }
 
   /** A built-in session (no startup): one-shot batches in transaction mode, a lease in session mode. */
