@@ -26,12 +26,8 @@ export interface TunnelSocket {
 export interface ConnectDeps {
   tenant: string;
   mode: WireMode;
-  /**
-   * The session's answers: a stream the bridge pumps to the socket, or none
-   * when the session sends them through `out` itself (straight to the socket,
-   * no stream in between).
-   */
-  open(inbound: ReadableStream<Uint8Array>, out: TunnelEnds): ReadableStream<Uint8Array> | void;
+  /** Opens the session: it reads `inbound` and sends its answers through `out`, straight to the socket. */
+  open(inbound: ReadableStream<Uint8Array>, out: TunnelEnds): void;
   /**
    * Set when the client sent no token on the upgrade: the session asks for a
    * password (AuthenticationCleartextPassword) and this checks it as a client
@@ -90,22 +86,7 @@ export function bridge(socket: TunnelSocket, deps: ConnectDeps): void {
         close(1000);
       },
     };
-    const answers = deps.open(inbound, out);
-    if (!answers) return;
-    const reader = answers.getReader();
-    try {
-      for (;;) {
-        const { done, value } = await reader.read();
-        if (done || closed) break;
-        send(value);
-        if ((socket.bufferedAmount ?? 0) > OUTBOUND_HIGH_WATER_BYTES) await drained(socket);
-      }
-    } catch {
-      // The session's stream broke: the socket closes below.
-    } finally {
-      reader.cancel().catch(() => {});
-      close(1000);
-    }
+    deps.open(inbound, out);
   })();
 }
 

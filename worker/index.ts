@@ -9,7 +9,7 @@ import type { Env } from "./env.ts";
 import { observe } from "./observe.ts";
 import { callOption } from "./reply.ts";
 import { checkTenant } from "./tenant.ts";
-import { refuse } from "./tunnel.ts";
+import { refuse, refuseTo } from "./tunnel.ts";
 import { bridge } from "./connect.ts";
 import { isLoopbackHost, refusal } from "../src/websocket.ts";
 import { HINT_HEADER, hintedWire, notDelivered, routed, routerFor, shardName } from "../src/shards.ts";
@@ -162,7 +162,7 @@ async function connectRoute(request: Request, env: Env, tenant: string): Promise
   bridge(server, {
     tenant,
     mode,
-    open: (inbound) => refuse(inbound, answer.error, tenant),
+    open: (inbound, out) => refuseTo(inbound, out, answer.error, tenant),
     checkPassword: password ? (presented) => checkClientToken(env, tenant, presented) : undefined,
   });
   return new Response(null, { status: 101, webSocket: client, headers: { ...NO_COMPRESSION, ...(offered.includes("edgepool") ? { "Sec-WebSocket-Protocol": "edgepool" } : {}) } });

@@ -3,6 +3,7 @@
 import { describe, expect, it } from "vitest";
 import { PoolError } from "../../src/errors.ts";
 import { bridge, MAX_INBOUND_QUEUED_BYTES, type TunnelSocket } from "../../worker/connect.ts";
+import type { TunnelEnds } from "../../worker/tunnel.ts";
 import { GSSENC_REQUEST, query, SSL_REQUEST, startupMessage, startupRequest } from "../../worker/wire/messages.ts";
 
 /** A server-side WebSocket the test drives: `deliver` is a client frame, `sent` what the bridge sent. */
@@ -23,10 +24,11 @@ function fakeSocket() {
 function fakeSession() {
   const received: number[] = [];
   let ended: unknown;
-  let answer!: ReadableStreamDefaultController<Uint8Array>;
+  let answer!: TunnelEnds;
   const opened: boolean[] = [];
-  const open = (inbound: ReadableStream<Uint8Array>) => {
+  const open = (inbound: ReadableStream<Uint8Array>, out: TunnelEnds) => {
     opened.push(true);
+    answer = out;
     void (async () => {
       const reader = inbound.getReader();
       try {
@@ -40,9 +42,8 @@ function fakeSession() {
         ended = error;
       }
     })();
-    return new ReadableStream<Uint8Array>({ start: (c) => void (answer = c) });
   };
-  return { open, received, opened, answer: (bytes: Uint8Array) => answer.enqueue(bytes), finish: () => answer.close(), ended: () => ended };
+  return { open, received, opened, answer: (bytes: Uint8Array) => void answer.send(bytes), ended: () => ended };
 }
 
 const tick = () => new Promise((resolve) => setTimeout(resolve, 5));
@@ -118,7 +119,7 @@ describe("tunnel bridge", () => {
   it("a client more than 32 MiB ahead of its session is cut off: the session ends and the socket closes with 1011", async () => {
     const { socket, deliver, closes } = fakeSocket();
     // A session that never reads: nothing drains the queue.
-    bridge(socket, { tenant: "acme", mode: "transaction", open: () => new ReadableStream() });
+    bridge(socket, { tenant: "acme", mode: "transaction", open: () => {} });
     const chunk = new Uint8Array(4 * 1024 * 1024);
     for (let sent = 0; sent <= MAX_INBOUND_QUEUED_BYTES; sent += chunk.length) deliver(chunk);
     await tick();
