@@ -456,7 +456,9 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
     const at = Math.min(this.janitorAt ?? Infinity, this.reportAt ?? Infinity);
     if (at === Infinity || (this.alarmAt !== undefined && this.alarmAt <= at)) return;
     this.alarmAt = at;
-    this.ctx.storage.setAlarm(at).catch(() => {});
+    // Never at or before now: an alarm set so from inside alarm() is dropped when the handler returns in local workerd,
+    // and fires late in production (workerd#6866); that stalled the directory's reports (a tenant listed as busy long after).
+    this.ctx.storage.setAlarm(Math.max(at, Date.now() + 1)).catch(() => {});
   }
 
   /**
