@@ -2,7 +2,7 @@
 // (NODE_EXTRA_CA_CERTS, which miniflare reads once when it loads) and its workerd processes
 // (RSS from /proc) are the test's alone. It serves a copy of the sources: wrangler restarts
 // workerd when a bundled file changes (even with watch off), and others edit this checkout.
-import { cpSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
+import { cpSync, mkdirSync, mkdtempSync, readdirSync, readFileSync, rmSync } from "node:fs";
 import { join } from "node:path";
 import { freePort } from "../setup/embedded.ts";
 import { groupChild } from "../setup/group-child.ts";
@@ -24,6 +24,7 @@ export interface WranglerDev {
 export async function startWranglerDev(options: { main: string; config: string; vars: Record<string, string>; env?: Record<string, string> }): Promise<WranglerDev> {
   const port = await freePort();
   // Under the checkout (gitignored .wrangler/), so that imports still find node_modules.
+  mkdirSync(".wrangler", { recursive: true });
   const copy = mkdtempSync(join(".wrangler", "snapshot-"));
   for (const path of ["src", "worker", "test/fixtures", options.config]) cpSync(path, join(copy, path), { recursive: true });
   const args = [
