@@ -78,6 +78,10 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
   private reportAt: number | undefined;
   /** The alarm this object set and that has not fired yet. */
   private alarmAt: number | undefined;
+  /** Past this time that alarm counts as lost and is set again (see `arm`). */
+  private alarmLostAt = Infinity;
+  /** Set while `alarm()` runs: the alarm is set once, when it ends. */
+  private alarming = false;
   private lastReportAt = 0;
   /** The counters last reported, as JSON: an unchanged pool is not reported again. */
   private reported = "";
@@ -362,9 +366,14 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
   /** The janitor: runs what is due and sets the alarm to the next deadline (via the pool's `schedule`). */
   override async alarm(): Promise<void> {
     this.alarmAt = undefined;
-    this.front?.sweep();
-    if (this.reportAt !== undefined && Date.now() >= this.reportAt) await this.report();
-    this.arm();
+    this.alarming = true;
+    try {
+      this.front?.sweep();
+      if (this.reportAt !== undefined && Date.now() >= this.reportAt) await this.report();
+    } finally {
+      this.alarming = false;
+      this.arm();
+    }
   }
 
   /**
@@ -451,14 +460,20 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
     this.changed();
   }
 
-  /** The alarm at the earlier of the janitor's and the report's time; set again only when that moves earlier (or it fired). */
+  /**
+   * The alarm at the earlier of the janitor's and the report's time; set
+   * again only when that moves earlier, or it fired, or it is
+   * `ALARM_LOST_MS` late: an alarm that never comes would otherwise stop the
+   * janitor and the reports for good (it is a storage write, so a late one
+   * is set again once per `ALARM_LOST_MS` at most).
+   */
   private arm(): void {
+    if (this.alarming) return;
     const at = Math.min(this.janitorAt ?? Infinity, this.reportAt ?? Infinity);
-    if (at === Infinity || (this.alarmAt !== undefined && this.alarmAt <= at)) return;
+    if (at === Infinity || (this.alarmAt !== undefined && this.alarmAt <= at && Date.now() < this.alarmLostAt)) return;
     this.alarmAt = at;
-    // Never at or before now: an alarm set so from inside alarm() is dropped when the handler returns in local workerd,
-    // and fires late in production (workerd#6866); that stalled the directory's reports (a tenant listed as busy long after).
-    this.ctx.storage.setAlarm(Math.max(at, Date.now() + 1)).catch(() => {});
+    this.alarmLostAt = Math.max(at, Date.now()) + ALARM_LOST_MS;
+    this.ctx.storage.setAlarm(at).catch(() => {});
   }
 
   /**
@@ -467,8 +482,9 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
    */
   private changed(): void {
     // The directory lists tenants: shard 0 reports for its tenant, the other shards do not overwrite it.
-    if (this.reportAt !== undefined || !this.env.EDGEPOOL_DIRECTORY || this.shard !== 0) return;
-    this.reportAt = Math.max(Date.now(), this.lastReportAt + this.reportIntervalMs);
+    if (!this.env.EDGEPOOL_DIRECTORY || this.shard !== 0) return;
+    if (this.reportAt === undefined) this.reportAt = Math.max(Date.now(), this.lastReportAt + this.reportIntervalMs);
+    else if (Date.now() < this.alarmLostAt) return;
     this.arm();
   }
 
@@ -488,7 +504,9 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
     let failed = false;
     if (json !== this.reported) {
       try {
-        await directoryFor(this.env, tenant)?.report(view(tenant, config), stats, now);
+        // Bounded: the janitor's next run waits for this alarm to end.
+        const directory = directoryFor(this.env, tenant);
+        if (directory) await within(directory.report(view(tenant, config), stats, now), REPORT_TIMEOUT_MS);
         this.reported = json;
         this.lastReportAt = now;
       } catch {
@@ -506,6 +524,22 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
     if (last && now - last.at < 1_000) return;
     this.history.push({ at: now, idle: stats.idle, active: stats.leased, opening: stats.opening, waiting: stats.waiting, clients: stats.clients });
     while (this.history.length > 0 && now - this.history[0]!.at > HISTORY_MS) this.history.shift();
+  }
+}
+
+/** How late an alarm may be before it counts as lost and is set again (production delays some by up to a minute). */
+export const ALARM_LOST_MS = 10_000;
+/** How long a report to the directory may take before it counts as failed (and is retried one interval later). */
+const REPORT_TIMEOUT_MS = 5_000;
+
+/** `promise`, or a rejection once `ms` have passed. */
+async function within<T>(promise: Promise<T>, ms: number): Promise<T> {
+  let timer: ReturnType<typeof setTimeout> | undefined;
+  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)));
+  try {
+    return await Promise.race([promise, late]);
+  } finally {
+    clearTimeout(timer);
   }
 }
 

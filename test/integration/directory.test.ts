@@ -1,8 +1,10 @@
+import { runInDurableObject } from "cloudflare:test";
 import { describe, expect, it } from "vitest";
 import { createPool } from "../../src/index.ts";
 import handler, { type Env } from "../../worker/index.ts";
+import { ALARM_LOST_MS } from "../../worker/coordinator.ts";
 import { DIRECTORY_SHARDS } from "../../worker/directory.ts";
-import { ADMIN_TOKEN, http, putTenant, tenantName, testEnv, until } from "./helpers.ts";
+import { ADMIN_TOKEN, configure, http, putTenant, sleep, tenantName, testEnv, until } from "./helpers.ts";
 
 const password = decodeURIComponent(new URL(testEnv.DATABASE_URL).password);
 /** The default report interval (EDGEPOOL_REPORT_INTERVAL_MS unset): the directory's staleness bound. */
@@ -121,6 +123,34 @@ describe("tenant directory (GET /v1/tenants)", () => {
     expect(Date.parse(entry!.reportedAt)).toBeGreaterThan(ranAt - REPORT_INTERVAL_MS);
     expect(calls.coordinators).toBe(0);
     console.info(`directory: counters of 5 queries listed ${lagMs} ms after the last one`);
+  });
+
+  it(`an alarm that never comes is set again once it is ${ALARM_LOST_MS} ms late: the counters still reach the directory`, { timeout: ALARM_LOST_MS + 20_000 }, async () => {
+    const tenant = tenantName("dirlost");
+    const stub = await configure(tenant, { maxConnections: 2 });
+    const db = createPool(testEnv.EDGEPOOL, { tenant });
+    await db.sql`select 1`;
+    // The report is now due from the alarm; the platform loses it (the coordinator still counts on it).
+    await runInDurableObject(stub, (_, state) => state.storage.deleteAlarm());
+    const lostAt = Date.now();
+    const cursor = tenant.slice(0, -1);
+    const listed = async () => (await list(testEnv as Env, `?limit=1&cursor=${cursor}`)).body.tenants[0];
+    // Calls keep coming (each one marks the counters changed); none may set the alarm again before it counts as lost.
+    let queries = 1;
+    while (Date.now() - lostAt < ALARM_LOST_MS - 1_000) {
+      await db.sql`select 1`;
+      queries++;
+      await sleep(250);
+    }
+    expect(await runInDurableObject(stub, (_, state) => state.storage.getAlarm())).toBeNull();
+    expect((await listed())?.stats?.acquired ?? 0).toBeLessThan(queries);
+    const entry = await until(async () => {
+      await db.sql`select 1`;
+      queries++;
+      return listed();
+    }, (e) => e?.stats?.acquired !== undefined && e.stats.acquired >= queries - 1, 10_000);
+    expect(entry?.stats?.acquired).toBeGreaterThanOrEqual(queries - 1);
+    console.info(`directory: alarm lost; counters listed again ${Date.now() - lostAt} ms later (${queries} queries)`);
   });
 
   it("DELETE takes the tenant out of the list; the list needs the admin token and a sane page", async () => {

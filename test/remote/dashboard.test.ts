@@ -128,7 +128,10 @@ describe("dashboard (headless Chromium against wrangler dev)", () => {
     // The directory's figures are at most one report interval plus the alarm's delay old (a report may catch the last waiter
     // still holding the connection); under a loaded CI machine give it 30 s.
     const after = ours(await rowsUntil(page, (rows) => { const row = ours(rows).find((r) => r.tenant === STARVING); return row?.waiters === "0" && row.active === "0"; }, 30_000));
-    expect(after.find((r) => r.tenant === STARVING)).toMatchObject({ waiters: "0", active: "0", sizing: "undersized" });
+    // On failure: the page's own status line (a failed refresh keeps the old rows) and the whole row (its "age" is the report's).
+    const status = await page.evaluate('document.querySelector("#status").textContent');
+    const last = after.find((r) => r.tenant === STARVING);
+    expect(last, `page status "${status}"; row ${JSON.stringify(last)}`).toMatchObject({ waiters: "0", active: "0", sizing: "undersized" });
 
     // The token went out only in the Authorization header: never in a URL, and on every API call.
     const api = requests.filter((r) => new URL(r.url).pathname.startsWith("/v1/"));
