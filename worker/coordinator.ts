@@ -366,6 +366,7 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
   /** The janitor: runs what is due and sets the alarm to the next deadline (via the pool's `schedule`). */
   override async alarm(): Promise<void> {
     this.alarmAt = undefined;
+    this.alarmLostAt = Infinity;
     this.alarming = true;
     try {
       this.front?.sweep();
@@ -478,13 +479,14 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
 
   /**
    * The counters may have changed: a report is due at most `reportIntervalMs`
-   * after the last one. Cheap on the hot path (one comparison once due).
+   * after the last one. Cheap on the hot path (a clock read and two comparisons).
    */
   private changed(): void {
+    // Every call checks for a lost alarm (see arm()), with or without a directory.
+    if (Date.now() >= this.alarmLostAt) this.arm();
     // The directory lists tenants: shard 0 reports for its tenant, the other shards do not overwrite it.
-    if (!this.env.EDGEPOOL_DIRECTORY || this.shard !== 0) return;
-    if (this.reportAt === undefined) this.reportAt = Math.max(Date.now(), this.lastReportAt + this.reportIntervalMs);
-    else if (Date.now() < this.alarmLostAt) return;
+    if (this.reportAt !== undefined || !this.env.EDGEPOOL_DIRECTORY || this.shard !== 0) return;
+    this.reportAt = Math.max(Date.now(), this.lastReportAt + this.reportIntervalMs);
     this.arm();
   }
 
