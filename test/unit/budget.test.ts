@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { allocate, fairTargets, occupied, type BudgetReport, type Grant, type Holding } from "../../worker/budget/allocate.ts";
-import { BudgetLink, FAILURE_RETRY_MS } from "../../worker/budget/link.ts";
+import { BudgetLink, CALL_TIMEOUT_MS, FAILURE_RETRY_MS } from "../../worker/budget/link.ts";
 import type { Clock } from "../../worker/pool/clock.ts";
 import type { Lease } from "../../worker/pool/connection.ts";
 import { resolveOptions } from "../../worker/pool/options.ts";
@@ -13,11 +13,14 @@ class FakeBudget {
   reachable = true;
   /** Tenants whose coordinators cannot reach the budget (a partition), while others can. */
   readonly cutOff = new Set<string>();
+  /** Calls get no answer at all (a hung RPC), while set. */
+  hanging = false;
   calls = 0;
   constructor(readonly clock: ManualClock, readonly maxConnections: number, readonly leaseTtlMs = 30_000) {}
 
   readonly call = async (report: BudgetReport): Promise<Grant> => {
     this.calls++;
+    if (this.hanging) return new Promise<Grant>(() => {});
     if (!this.reachable || this.cutOff.has(report.tenant)) throw new Error("budget unreachable");
     const now = this.clock.now();
     for (const [k, h] of this.holdings) if (h.expiresAt <= now) this.holdings.delete(k);
@@ -213,6 +216,26 @@ describe("budget: leases of capacity", () => {
     const later = Array.from({ length: 3 }, () => track(a.pool.acquire()));
     await clock.advance(FAILURE_RETRY_MS + 100);
     expect(later.filter((l) => l.status === "resolved")).toHaveLength(3);
+  });
+
+  it(`a budget call that never answers counts as failed after ${CALL_TIMEOUT_MS} ms: the link asks again and the pool grows once the budget answers`, async () => {
+    const clock = new ManualClock(0);
+    const budget = new FakeBudget(clock, 4, 30_000);
+    const a = member(budget, "a", { maxConnections: 4, acquireTimeoutMs: 60_000 });
+    const first = track(a.pool.acquire());
+    await clock.advance(10);
+    expect(first.status).toBe("resolved");
+    budget.hanging = true;
+    const more = Array.from({ length: 2 }, () => track(a.pool.acquire()));
+    await clock.advance(CALL_TIMEOUT_MS - 100);
+    // The call for more is out and unanswered: nothing new opens meanwhile.
+    expect(a.driver.opens).toBe(1);
+    const calls = budget.calls;
+    budget.hanging = false;
+    await clock.advance(100 + FAILURE_RETRY_MS + 100);
+    expect(budget.calls).toBeGreaterThan(calls);
+    expect(more.map((l) => l.status)).toEqual(["resolved", "resolved"]);
+    expect(a.driver.opens).toBe(3);
   });
 
   it("a live pool cut off from the budget closes its leased connections (LEASE_LOST) before the budget gives them to another: the sum never exceeds it", async () => {

@@ -30,6 +30,8 @@ export const QUIET_RENEW_MS = 10_000;
 export const CONTENDED = 0.75;
 /** Wait after a failed call before the next. */
 export const FAILURE_RETRY_MS = 1_000;
+/** A call not answered within this long counts as failed: one that never answers must not stop the renewals for good. */
+export const CALL_TIMEOUT_MS = 5_000;
 /** The pool treats its grant as over this long (a tenth of the TTL at most) before the budget does, so its sockets are closed by then. */
 export const EXPIRY_MARGIN_MS = 1_000;
 
@@ -171,8 +173,13 @@ export class BudgetLink implements Capacity {
     this.lastSentAt = sentAt;
     this.sentHeld = held;
     this.sentWanted = wanted;
-    Promise.resolve()
-      .then(() => this.deps.call({ holder: this.deps.holder, tenant: this.deps.tenant, ...(this.deps.shard ? { shard: this.deps.shard } : {}), held, wanted }))
+    let timer: unknown;
+    // A late answer is dropped: the budget then counts more for this holder than it uses, never less.
+    const late = new Promise<never>((_, reject) => {
+      timer = this.deps.clock.setTimer(() => reject(new Error(`the budget did not answer within ${CALL_TIMEOUT_MS} ms`)), CALL_TIMEOUT_MS);
+    });
+    const call = Promise.resolve().then(() => this.deps.call({ holder: this.deps.holder, tenant: this.deps.tenant, ...(this.deps.shard ? { shard: this.deps.shard } : {}), held, wanted }));
+    Promise.race([call, late])
       .then(
         (grant) => {
           this.last = grant;
@@ -191,6 +198,7 @@ export class BudgetLink implements Capacity {
         },
       )
       .finally(() => {
+        this.deps.clock.clearTimer(timer);
         this.inflight = false;
         this.changed();
         this.plan();
