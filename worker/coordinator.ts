@@ -472,9 +472,11 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
     if (this.alarming) return;
     const at = Math.min(this.janitorAt ?? Infinity, this.reportAt ?? Infinity);
     if (at === Infinity || (this.alarmAt !== undefined && this.alarmAt <= at && Date.now() < this.alarmLostAt)) return;
+    const lost = this.alarmAt !== undefined && Date.now() >= this.alarmLostAt ? this.alarmAt : undefined;
     this.alarmAt = at;
     this.alarmLostAt = Math.max(at, Date.now()) + ALARM_LOST_MS;
     this.ctx.storage.setAlarm(at).catch(() => {});
+    if (lost !== undefined && this.tenant !== undefined) this.front?.note({ event: "alarm-late", tenant: this.tenant, lateMs: Date.now() - lost });
   }
 
   /**

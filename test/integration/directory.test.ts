@@ -150,6 +150,12 @@ describe("tenant directory (GET /v1/tenants)", () => {
       return listed();
     }, (e) => e?.stats?.acquired !== undefined && e.stats.acquired >= queries - 1, 10_000);
     expect(entry?.stats?.acquired).toBeGreaterThanOrEqual(queries - 1);
+    // Said once, as a warning with how late the alarm was.
+    const activity = await stub.activity(tenant);
+    const late = activity.ok ? activity.value.events.filter((e) => e.event === "alarm-late") : [];
+    expect(late).toHaveLength(1);
+    expect(late[0]).toMatchObject({ level: "warn", tenant });
+    expect((late[0] as { lateMs: number }).lateMs).toBeGreaterThanOrEqual(ALARM_LOST_MS);
     console.info(`directory: alarm lost; counters listed again ${Date.now() - lostAt} ms later (${queries} queries)`);
   });
 

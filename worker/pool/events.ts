@@ -16,16 +16,17 @@ export type PoolEvent =
   | { event: "lease-expired"; tenant: string; lease: number; connection: number; leaseTimeoutMs: number }
   | { event: "budget-lapsed"; tenant: string; leasesLost: number; cause: string };
 
-/** Events the pool's host adds: the coordinator started (or restarted after an eviction), a tenant's config changed. */
+/** Events the pool's host adds: the coordinator started (or restarted after an eviction), a tenant's config changed, its alarm was lost. */
 export type HostEvent =
   | { event: "coordinator-start"; tenant: string; maxConnections: number; minConnections: number; initialConnections: number }
-  | { event: "tenant-configured"; tenant: string; maxConnections: number };
+  | { event: "tenant-configured"; tenant: string; maxConnections: number }
+  | { event: "alarm-late"; tenant: string; lateMs: number };
 
 /** A log line: an event with its time and level. */
 export type LogLine = (PoolEvent | HostEvent) & { time: string; level: "info" | "warn" };
 
 /** Events an operator should look at; the rest are `info`. */
-const WARN = new Set<string>(["connect-failed", "acquire-timeout", "wait-queue-full", "lease-expired", "budget-lapsed"]);
+const WARN = new Set<string>(["connect-failed", "acquire-timeout", "wait-queue-full", "lease-expired", "budget-lapsed", "alarm-late"]);
 
 /** The log line of an event at `now` (ms since the epoch); a `broken` close is a warning too. */
 export function logLine(event: PoolEvent | HostEvent, now: number): LogLine {
