@@ -26,6 +26,21 @@ describe("streaming and backpressure", () => {
     expect(backend.readsDuringBackpressure).toBe(0);
   });
 
+  it("in transaction mode a client slow to take its last answer does not hold up the next borrower of the server connection", async () => {
+    const wire = makeWire({ maxConnections: 1 });
+    const slow = wire.client({ slow: true });
+    await slow.send(fe.query("select 'a'"));
+    expect(slow.types()).toBe("T D C Z");
+    // The client never takes these bytes; its transaction is over, so the connection went back to the pool.
+    expect(slow.pendingSends).toHaveLength(1);
+    const next = wire.client();
+    await next.send(fe.query("select 'b'"));
+    await wire.clock.advance(0);
+    expect(next.types()).toBe("T D C Z");
+    expect(wire.driver.backends).toHaveLength(1);
+    expect(wire.driver.backends[0]!.log).toEqual(["Q:select 'a'", "Q:select 'b'"]);
+  });
+
   it("receive() resolves only once the server took the bytes", async () => {
     const wire = makeWire();
     const c = wire.client();

@@ -749,7 +749,10 @@ export class WireSession<B extends Backend> {
         session.markInflight();
         const pending = session.deliver();
         session.release();
-        return pending;
+        if (session.receiver === receiver) return pending;
+        // Released: the connection's next reads are its next borrower's, who must not wait until this client takes its bytes.
+        pending?.catch(() => {});
+        return undefined;
       },
       closed(cause) {
         if (session.receiver !== receiver) return;
