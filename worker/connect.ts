@@ -80,7 +80,7 @@ export function bridge(socket: TunnelSocket, deps: ConnectDeps): void {
       send(bytes) {
         if (closed) return;
         socket.send(bytes);
-        if ((socket.bufferedAmount ?? 0) > OUTBOUND_HIGH_WATER_BYTES) return drained(socket);
+        if ((socket.bufferedAmount ?? 0) > OUTBOUND_HIGH_WATER_BYTES) return drained(socket, () => closed);
       },
       close() {
         close(1000);
@@ -125,9 +125,9 @@ function socketStream(socket: TunnelSocket, tenant: string, close: (code?: numbe
   return stream;
 }
 
-/** Waits while the socket's send buffer is above the high-water mark (where the runtime reports it). */
-async function drained(socket: TunnelSocket): Promise<void> {
-  for (let waitMs = 1; (socket.bufferedAmount ?? 0) > OUTBOUND_HIGH_WATER_BYTES; waitMs = Math.min(waitMs * 2, 50)) {
+/** Waits while the socket's send buffer is above the high-water mark (where the runtime reports it) and the socket is open: a closed socket may keep its count. */
+async function drained(socket: TunnelSocket, closed: () => boolean): Promise<void> {
+  for (let waitMs = 1; (socket.bufferedAmount ?? 0) > OUTBOUND_HIGH_WATER_BYTES && !closed(); waitMs = Math.min(waitMs * 2, 50)) {
     await new Promise((resolve) => setTimeout(resolve, waitMs));
   }
 }

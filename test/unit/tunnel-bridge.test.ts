@@ -2,7 +2,7 @@
 // reaches the session, what the client gets, and when either side ends the other.
 import { describe, expect, it } from "vitest";
 import { PoolError } from "../../src/errors.ts";
-import { bridge, MAX_INBOUND_QUEUED_BYTES, type TunnelSocket } from "../../worker/connect.ts";
+import { bridge, MAX_INBOUND_QUEUED_BYTES, OUTBOUND_HIGH_WATER_BYTES, type TunnelSocket } from "../../worker/connect.ts";
 import type { TunnelEnds } from "../../worker/tunnel.ts";
 import { GSSENC_REQUEST, query, SSL_REQUEST, startupMessage, startupRequest } from "../../worker/wire/messages.ts";
 
@@ -124,5 +124,20 @@ describe("tunnel bridge", () => {
     for (let sent = 0; sent <= MAX_INBOUND_QUEUED_BYTES; sent += chunk.length) deliver(chunk);
     await tick();
     expect(closes).toEqual([1011]);
+  });
+
+  it("answers wait while the client's send buffer is over the high-water mark, and stop waiting when the client goes (a closed socket may keep its count)", async () => {
+    const { socket, closeFromClient } = fakeSocket();
+    let out!: TunnelEnds;
+    bridge(socket, { tenant: "acme", mode: "transaction", open: (_, ends) => void (out = ends) });
+    await tick();
+    (socket as { bufferedAmount: number }).bufferedAmount = OUTBOUND_HIGH_WATER_BYTES + 1;
+    let drained = false;
+    void Promise.resolve(out.send(new Uint8Array([0x5a, 0, 0, 0, 5, 0x49]))).then(() => (drained = true));
+    await tick();
+    expect(drained).toBe(false);
+    closeFromClient();
+    await new Promise((resolve) => setTimeout(resolve, 120));
+    expect(drained).toBe(true);
   });
 });
