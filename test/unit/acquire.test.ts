@@ -170,3 +170,36 @@ describe("acquire", () => {
     expect(waiter.value!.waitedMs).toBe(50);
   });
 });
+
+describe("the pool's own statements get connectTimeoutMs to answer", () => {
+  it("a validation with no answer retires the connection (its socket is closed) and the borrower gets a new one", async () => {
+    const h = makePool({ maxConnections: 1, validateAfterIdleMs: 1_000, connectTimeoutMs: 2_000, acquireTimeoutMs: 10_000 });
+    h.pool.release(await acquireNow(h), { reset: false });
+    await h.clock.advance(5_000);
+    // The server went silent without closing the socket.
+    h.driver.validateDelayMs = 1e9;
+    const waiting = track(h.pool.acquire());
+    await h.clock.advance(1_999);
+    expect(waiting.status).toBe("pending");
+    expect(h.driver.closedIds).toEqual([]);
+    await h.clock.advance(1);
+    expect(h.driver.closedIds).toEqual([1]);
+    expect(waiting.status).toBe("resolved");
+    expect(waiting.value!.connection.handle!.id).toBe(2);
+    expect(h.pool.stats().closed).toMatchObject({ broken: 1 });
+  });
+
+  it("a reset with no answer retires the connection, so its slot serves the next borrower", async () => {
+    const h = makePool({ maxConnections: 1, connectTimeoutMs: 2_000, acquireTimeoutMs: 10_000 });
+    const first = await acquireNow(h);
+    h.driver.resetDelayMs = 1e9;
+    h.pool.release(first, { reset: true });
+    const next = track(h.pool.acquire());
+    await h.clock.advance(1_999);
+    expect(next.status).toBe("pending");
+    await h.clock.advance(1);
+    expect(h.driver.closedIds).toEqual([1]);
+    expect(next.status).toBe("resolved");
+    expect(next.value!.connection.handle!.id).toBe(2);
+  });
+});

@@ -271,7 +271,7 @@ export class Pool<H> {
     if (reason) return this.retire(c, reason);
     if (!lease.resetOnRelease) return this.toIdle(c, now, true);
     this.move(c, "returning");
-    this.driver.reset(c.handle as H).then(
+    this.answered(this.driver.reset(c.handle as H), "the reset").then(
       () => this.toIdle(c, this.clock.now(), true),
       () => this.retire(c, "broken"),
     );
@@ -419,7 +419,7 @@ export class Pool<H> {
       return;
     }
     this.move(c, "validating");
-    this.driver.validate(c.handle as H).then(
+    this.answered(this.driver.validate(c.handle as H), "the validation query").then(
       () => {
         const at = this.clock.now();
         if (waiter.settled || c.broken || this.closed) {
@@ -718,6 +718,23 @@ export class Pool<H> {
     this.sets[c.state].delete(c);
     c.state = to;
     this.sets[to].add(c);
+  }
+
+  /**
+   * The pool's own statement (a validation, a reset), failed if the server
+   * has not answered within `connectTimeoutMs`: a server that went silent
+   * without closing the socket must not keep the connection out of use for
+   * good (the caller then retires it, which closes the socket).
+   */
+  private answered(work: Promise<void>, what: string): Promise<void> {
+    const ms = this.options.connectTimeoutMs;
+    return new Promise((resolve, reject) => {
+      const timer = this.clock.setTimer(() => reject(new Error(`${what} got no answer within connectTimeoutMs=${ms}`)), ms);
+      work.then(
+        () => (this.clock.clearTimer(timer), resolve()),
+        (error: unknown) => (this.clock.clearTimer(timer), reject(error)),
+      );
+    });
   }
 
   /** Asks the host for a janitor run at `at` unless one is already due sooner. */
