@@ -71,6 +71,8 @@ export class FrontDoor {
   private readonly endedFn = () => this.drainIfRetired();
   private readonly deps: FrontDeps;
   private pool!: Pool<ServerConnection>;
+  /** The current pool and the ones a config change replaced that have not drained yet, with the time each wants its janitor run. */
+  private readonly pools = new Map<Pool<ServerConnection>, number | undefined>();
   private prepared!: PreparedStatements;
   private readonly owners = new WeakMap<Lease<ServerConnection>, Pool<ServerConnection>>();
   /** The server's ParameterStatus values, from the newest connection opened; answers a driver's startup. */
@@ -89,7 +91,10 @@ export class FrontDoor {
       acquire: (options) => this.acquire(options.timeoutMs, options.shared),
       release: (lease, options) => this.owner(lease).release(lease, options),
       touch: (lease, inflight) => this.owner(lease).touch(lease, inflight),
-      markBroken: (handle) => this.pool.markBroken(handle),
+      // The handle may be an old pool's (a session that began before a config change).
+      markBroken: (handle) => {
+        for (const pool of this.pools.keys()) pool.markBroken(handle);
+      },
       assertActive: (lease) => this.owner(lease).assertActive(lease),
     };
     this.configure(config);
@@ -124,18 +129,26 @@ export class FrontDoor {
       options: config.options,
       clock: this.deps.clock,
       driver: this.driver(config, () => pool),
-      schedule: (at) => {
-        if (this.pool === pool) this.deps.schedule(at);
-      },
+      schedule: (at) => this.wants(pool, at),
       log: (event) => this.note(event),
       capacity: this.deps.capacity?.(config.options),
     });
     if (old) this.note({ event: "tenant-configured", tenant: this.tenant, maxConnections: config.options.maxConnections });
     this.pool = pool;
+    this.pools.set(pool, undefined);
     if (!this.prepared || this.prepared.maxPreparedStatements !== config.options.maxPreparedStatements) {
       this.prepared = new PreparedStatements(config.options.maxPreparedStatements, this.counters);
     }
-    void old?.drain();
+    // Until it drained, the old pool keeps its janitor: a lease of it left without activity is still reclaimed.
+    if (old) void old.drain().then(() => this.pools.delete(old) && this.wants(old, undefined));
+  }
+
+  /** A pool's next janitor run changed: the host's alarm goes to the earliest any live pool wants. */
+  private wants(pool: Pool<ServerConnection>, at: number | undefined): void {
+    if (this.pools.has(pool)) this.pools.set(pool, at);
+    let next: number | undefined;
+    for (const t of this.pools.values()) if (t !== undefined && (next === undefined || t < next)) next = t;
+    this.deps.schedule(next);
   }
 
   /** Stops taking sessions and closes every connection once its borrower is done. */
@@ -243,9 +256,9 @@ export class FrontDoor {
     };
   }
 
-  /** The janitor, from the host's alarm. */
-  sweep(): number | undefined {
-    return this.pool.sweep();
+  /** The janitor, from the host's alarm: every live pool's (each tells `wants` its next run). */
+  sweep(): void {
+    for (const pool of [...this.pools.keys()]) pool.sweep();
   }
 
   /** A new session's dependencies. Plain data (no getter, closures made once): sessions copy it with a spread, per one-shot. */

@@ -40,6 +40,23 @@ describe("leases", () => {
     await next.release();
   });
 
+  it("a lease taken before a config change is still reclaimed after leaseTimeoutMs: the replaced pool keeps its janitor until it drains", async () => {
+    const tenant = tenantName("old-pool-lease");
+    const stub = await configure(tenant, { maxConnections: 2, leaseTimeoutMs: 300 });
+    const conn = await getConnection(testEnv.EDGEPOOL, { tenant });
+    // Outside a transaction: the server's own idle-in-transaction timeout (the safety net) does not end it.
+    await conn.sql`select 1`;
+    // New sessions now go to a new pool; this lease stays on the old one, which drains once it ends.
+    await configure(tenant, { maxConnections: 2, leaseTimeoutMs: 60_000 });
+    const fresh = createPool(testEnv.EDGEPOOL, { tenant });
+    expect([...(await fresh.sql`select 1 as one`)]).toEqual([{ one: 1 }]);
+    await sleep(400);
+    await runDurableObjectAlarm(stub);
+    expect(await until(() => serverPids(sql, tenant), (p) => !p.includes(conn.pid))).not.toContain(conn.pid);
+    const error = await conn.sql`select 1`.catch((e: PoolError) => e);
+    expect((error as PoolError).code).toBe("LEASE_EXPIRED");
+  });
+
   it("a lease in use is not reclaimed while its query runs", async () => {
     const tenant = tenantName("busy-lease");
     const stub = await configure(tenant, { maxConnections: 1, leaseTimeoutMs: 200 });
