@@ -198,7 +198,8 @@ export class FrontDoor {
 
   /**
    * Runs one built-in batch. Past `queryTimeoutMs` the running query is
-   * cancelled on the server and the batch fails with `QUERY_TIMEOUT`; a
+   * cancelled on the server and the batch fails with `QUERY_TIMEOUT` (a
+   * server silent for another `queryTimeoutMs` is given up: `LEASE_LOST`); a
    * session a pool error ended (`LEASE_EXPIRED`, `LEASE_LOST`) answers with it.
    */
   async run(runner: BatchRunner<ServerConnection>, bytes: Uint8Array, options: RunOptions = {}): Promise<Uint8Array> {
@@ -209,7 +210,7 @@ export class FrontDoor {
     let timedOut = false;
     const timer = timeoutMs > 0 ? clock.setTimer(() => {
       timedOut = true;
-      void runner.session.cancel();
+      runner.session.timeOut(timeoutMs);
     }, timeoutMs) : undefined;
     try {
       if (runner.session.closed && runner.session.endedBy) throw runner.session.endedBy;

@@ -140,4 +140,62 @@ describe("faults", () => {
     console.log(`recovered ${Date.now() - started} ms after the database became reachable`);
     expect(Date.now() - started).toBeLessThan(7_000); // backoff cap 5 s + connect
   });
+
+  it("a database that goes silent without closing its connections: a running query, then a validation, are given up within their bounds and the pool serves again once it answers", async () => {
+    const tenant = tenantName("silent");
+    const options = { maxConnections: 1, connectTimeoutMs: 500, queryTimeoutMs: 300, validateAfterIdleMs: 1_000, acquireTimeoutMs: 8_000 };
+    const token = await coordinator.tenant(tenant, options, viaProxy());
+    const db = createPool(coordinator.url, { tenant, token });
+    const pids = async () => {
+      const sql = postgres(pg.url, { max: 1, onnotice: () => {} });
+      try {
+        return (await sql<{ pid: number }[]>`select pid from pg_stat_activity where application_name = ${`edgepool:${tenant}`}`).map((r) => r.pid);
+      } finally {
+        await sql.end();
+      }
+    };
+    await proxy.set("forward");
+    await db.sql`select 1`;
+    const [first] = await pids();
+    expect(first).toBeDefined();
+
+    // A running query: cancelled at queryTimeoutMs (the cancel reaches nobody), given up one queryTimeoutMs later.
+    await proxy.set("freeze");
+    let started = Date.now();
+    const lost = await db.sql`select 1`.catch((e: unknown) => e);
+    const lostMs = Date.now() - started;
+    expect(codeOf(lost)).toBe("LEASE_LOST");
+    expect(lostMs).toBeLessThan(2 * options.queryTimeoutMs + 1_000);
+    // The pool closed its socket: the proxy then closed the backend's, and the server ended it.
+    expect(await waitFor(pids, (p) => !p.includes(first!))).not.toContain(first);
+
+    // A validation after idle: given up at connectTimeoutMs; its replacement cannot connect either, so the borrower gets CONNECT_FAILED.
+    await proxy.set("forward");
+    await db.sql`select 1`;
+    const [second] = await pids();
+    await new Promise((r) => setTimeout(r, options.validateAfterIdleMs + 200));
+    await proxy.set("freeze");
+    started = Date.now();
+    const failed = await db.sql`select 2`.catch((e: unknown) => e);
+    const failedMs = Date.now() - started;
+    expect(codeOf(failed)).toBe("CONNECT_FAILED");
+    expect(failedMs).toBeLessThan(2 * options.connectTimeoutMs + 1_000);
+    expect(await waitFor(pids, (p) => !p.includes(second!))).not.toContain(second);
+    await proxy.set("forward");
+    started = Date.now();
+    let recovered = false;
+    while (!recovered && Date.now() - started < 8_000) recovered = await db.sql`select 1`.then(() => true, () => false);
+    expect(recovered).toBe(true);
+    console.log(`silent database: query given up after ${lostMs} ms (queryTimeoutMs ${options.queryTimeoutMs}); silent validation given up, borrower told CONNECT_FAILED after ${failedMs} ms (connectTimeoutMs ${options.connectTimeoutMs}); served again ${Date.now() - started} ms after the database answered`);
+  });
 });
+
+async function waitFor<T>(read: () => Promise<T>, check: (value: T) => boolean, timeoutMs = 5_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let value = await read();
+  while (!check(value) && Date.now() < deadline) {
+    await new Promise((r) => setTimeout(r, 100));
+    value = await read();
+  }
+  return value;
+}

@@ -1,14 +1,17 @@
 // A TCP proxy in front of Postgres whose behaviour a test switches: forward, refuse
-// (nothing listens), or black hole (accepts, never answers). It counts connection
-// attempts and the most that were open at once.
+// (nothing listens), black hole (accepts, never answers), or freeze (as black hole, and
+// the connections already open go silent both ways without closing: a host gone without
+// a FIN or RST). It counts connection attempts and the most that were open at once.
 import { createServer, connect, type Server, type Socket } from "node:net";
 
-export type ProxyMode = "forward" | "blackhole" | "refuse";
+export type ProxyMode = "forward" | "blackhole" | "refuse" | "freeze";
 
 export async function startProxy(target: { host: string; port: number }, port = 0) {
   let mode: ProxyMode = "forward";
   let server: Server | undefined;
   const sockets = new Set<Socket>();
+  /** Forwarding pairs, so that `freeze` can stop them; a closed client still closes its upstream. */
+  const pairs = new Set<{ client: Socket; upstream: Socket }>();
   const stats = { attempts: 0, open: 0, maxOpen: 0, attemptTimes: [] as number[] };
 
   const listen = (p: number) =>
@@ -25,10 +28,12 @@ export async function startProxy(target: { host: string; port: number }, port = 
         });
         socket.on("error", () => {});
         // Read and drop what the client sends: a paused socket would never notice the client closing.
-        if (mode === "blackhole") return void socket.resume();
+        if (mode === "blackhole" || mode === "freeze") return void socket.resume();
         const upstream = connect(target.port, target.host);
+        const pair = { client: socket, upstream };
+        pairs.add(pair);
         upstream.on("error", () => socket.destroy());
-        socket.on("close", () => upstream.destroy());
+        socket.on("close", () => (pairs.delete(pair), upstream.destroy()));
         upstream.on("close", () => socket.destroy());
         socket.pipe(upstream).pipe(socket);
       });
@@ -51,6 +56,16 @@ export async function startProxy(target: { host: string; port: number }, port = 
     /** Switches behaviour; `refuse` closes the listener, the others (re)open it on the same port. */
     async set(next: ProxyMode) {
       mode = next;
+      if (next === "freeze") {
+        // Bytes from either side are read and dropped from now on.
+        for (const { client, upstream } of pairs) {
+          client.unpipe(upstream);
+          upstream.unpipe(client);
+          client.resume();
+          upstream.resume();
+        }
+        pairs.clear();
+      }
       if (next === "refuse") await close();
       else if (!server) await listen(boundPort);
     },

@@ -53,4 +53,42 @@ describe("queryTimeoutMs on a client session (the remote built-in client's and d
     await wire.clock.advance(10_000);
     expect(wire.driver.backends.every((b) => b.cancels === 0)).toBe(true);
   });
+
+  it("a server still silent one more queryTimeoutMs after the cancel is given up: its connection closes and the session ends with LEASE_LOST", async () => {
+    const wire = makeWire({ maxConnections: 1 });
+    const c = wire.client({ startup: true, queryTimeoutMs: 200 });
+    await c.send(fe.startup({ user: "u" }), fe.query("sleep"));
+    const backend = wire.driver.backends[0]!;
+    // The cancel reaches nobody: the server stays silent (a host gone without closing the socket).
+    await wire.clock.advance(200);
+    expect(backend.cancels).toBe(1);
+    c.clear();
+    await wire.clock.advance(199);
+    expect(backend.closed).toBe(false);
+    expect(c.received).toEqual([]);
+    await wire.clock.advance(1);
+    expect(backend.closed).toBe(true);
+    expect(c.types()).toBe("E");
+    expect(c.received[0]!.text).toMatch(/^LEASE_LOST: /);
+    expect(c.received[0]!.fields!.get("S")).toBe("FATAL");
+    // The slot came back: the next session gets a new connection.
+    const next = wire.client({ startup: true });
+    await next.send(fe.startup({ user: "u" }), fe.query("select 'next'"));
+    expect(next.types()).toContain("T D C Z");
+    expect(wire.driver.backends).toHaveLength(2);
+  });
+
+  it("a cancelled query that answers within the grace keeps its connection", async () => {
+    const wire = makeWire();
+    const c = wire.client({ startup: true, queryTimeoutMs: 200 });
+    await c.send(fe.startup({ user: "u" }), fe.query("sleep"));
+    const backend = wire.driver.backends[0]!;
+    backend.cancelFails = true;
+    await wire.clock.advance(200);
+    await wire.clock.advance(1_000);
+    expect(backend.closed).toBe(false);
+    c.clear();
+    await c.send(fe.query("select 'next'"));
+    expect(c.types()).toBe("T D C Z");
+  });
 });

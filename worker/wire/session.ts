@@ -820,9 +820,26 @@ export class WireSession<B extends Backend> {
     if (timeoutMs <= 0 || this.owed === 0 || this.queryTimer !== undefined || this.closed) return;
     this.queryTimer = this.deps.clock.setTimer(() => {
       this.queryTimer = undefined;
-      this.timedOut = true;
-      void this.cancel().catch(() => {});
+      this.timeOut(timeoutMs);
     }, timeoutMs);
+  }
+
+  /**
+   * The owed answer is `queryTimeoutMs` late: the running query is cancelled.
+   * A server still silent `graceMs` later is taken as gone (PgBouncer closes
+   * the server connection at `query_timeout`): the connection is closed and
+   * the session ends with `LEASE_LOST`. Any ReadyForQuery stops the wait.
+   */
+  timeOut(graceMs: number): void {
+    const backend = this.backend;
+    if (!backend || this.closed) return;
+    this.stopQueryTimer();
+    this.timedOut = true;
+    void this.cancel().catch(() => {});
+    this.queryTimer = this.deps.clock.setTimer(() => {
+      this.queryTimer = undefined;
+      if (this.backend === backend) this.deps.pool.markBroken(backend);
+    }, graceMs);
   }
 
   private stopQueryTimer(): void {
