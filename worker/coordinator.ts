@@ -10,7 +10,7 @@ import type { Env } from "./env.ts";
 import { FrontDoor, type FrontStats } from "./front.ts";
 import { LeaseTarget } from "./lease-target.ts";
 import { refuse, refuseTo } from "./tunnel.ts";
-import { systemClock } from "./pool/clock.ts";
+import { systemClock, within } from "./pool/clock.ts";
 import type { LogLine } from "./pool/events.ts";
 import type { ActivitySample, TenantActivity } from "./activity.ts";
 import { callOption, reply } from "./reply.ts";
@@ -510,7 +510,7 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
       try {
         // Bounded: the janitor's next run waits for this alarm to end.
         const directory = directoryFor(this.env, tenant);
-        if (directory) await within(directory.report(view(tenant, config), stats, now), REPORT_TIMEOUT_MS);
+        if (directory) await within(systemClock, directory.report(view(tenant, config), stats, now), REPORT_TIMEOUT_MS, `the directory did not answer within ${REPORT_TIMEOUT_MS} ms`);
         this.reported = json;
         this.lastReportAt = now;
       } catch {
@@ -535,17 +535,6 @@ export class PoolCoordinator extends DurableObject<Env> implements CoordinatorAp
 export const ALARM_LOST_MS = 10_000;
 /** How long a report to the directory may take before it counts as failed (and is retried one interval later). */
 const REPORT_TIMEOUT_MS = 5_000;
-
-/** `promise`, or a rejection once `ms` have passed. */
-async function within<T>(promise: Promise<T>, ms: number): Promise<T> {
-  let timer: ReturnType<typeof setTimeout> | undefined;
-  const late = new Promise<never>((_, reject) => (timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms`)), ms)));
-  try {
-    return await Promise.race([promise, late]);
-  } finally {
-    clearTimeout(timer);
-  }
-}
 
 /** How long the dashboard's samples of a tenant are kept. */
 const HISTORY_MS = 10 * 60_000;

@@ -1,5 +1,5 @@
 import type { Capacity } from "../pool/capacity.ts";
-import type { Clock } from "../pool/clock.ts";
+import { within, type Clock } from "../pool/clock.ts";
 import type { BudgetReport, Grant } from "./allocate.ts";
 import { DEFAULT_LEASE_TTL_MS } from "./config.ts";
 
@@ -173,13 +173,9 @@ export class BudgetLink implements Capacity {
     this.lastSentAt = sentAt;
     this.sentHeld = held;
     this.sentWanted = wanted;
-    let timer: unknown;
-    // A late answer is dropped: the budget then counts more for this holder than it uses, never less.
-    const late = new Promise<never>((_, reject) => {
-      timer = this.deps.clock.setTimer(() => reject(new Error(`the budget did not answer within ${CALL_TIMEOUT_MS} ms`)), CALL_TIMEOUT_MS);
-    });
     const call = Promise.resolve().then(() => this.deps.call({ holder: this.deps.holder, tenant: this.deps.tenant, ...(this.deps.shard ? { shard: this.deps.shard } : {}), held, wanted }));
-    Promise.race([call, late])
+    // A late answer is dropped: the budget then counts more for this holder than it uses, never less.
+    within(this.deps.clock, call, CALL_TIMEOUT_MS, `the budget did not answer within ${CALL_TIMEOUT_MS} ms`)
       .then(
         (grant) => {
           this.last = grant;
@@ -198,7 +194,6 @@ export class BudgetLink implements Capacity {
         },
       )
       .finally(() => {
-        this.deps.clock.clearTimer(timer);
         this.inflight = false;
         this.changed();
         this.plan();

@@ -5,6 +5,17 @@ export interface Clock {
   clearTimer(timer: unknown): void;
 }
 
+/** `work`, or a rejection with `message` once `ms` have passed on `clock` (a late answer is then ignored). */
+export function within<T>(clock: Clock, work: Promise<T>, ms: number, message: string): Promise<T> {
+  return new Promise((resolve, reject) => {
+    const timer = clock.setTimer(() => reject(new Error(message)), ms);
+    work.then(
+      (value) => (clock.clearTimer(timer), resolve(value)),
+      (error: unknown) => (clock.clearTimer(timer), reject(error)),
+    );
+  });
+}
+
 /** The real clock. In workerd `Date.now()` advances with I/O, which is what timeouts need. */
 export const systemClock: Clock = {
   now: () => Date.now(),

@@ -1,6 +1,6 @@
 import { PoolError } from "../../src/errors.ts";
 import type { Capacity } from "./capacity.ts";
-import type { Clock } from "./clock.ts";
+import { within, type Clock } from "./clock.ts";
 import { Lease, TRANSITIONS, type CloseReason, type Connection, type ConnectionState } from "./connection.ts";
 import type { PoolEvent } from "./events.ts";
 import { lifetimeSpacingMs, sweep } from "./janitor.ts";
@@ -728,13 +728,7 @@ export class Pool<H> {
    */
   private answered(work: Promise<void>, what: string): Promise<void> {
     const ms = this.options.connectTimeoutMs;
-    return new Promise((resolve, reject) => {
-      const timer = this.clock.setTimer(() => reject(new Error(`${what} got no answer within connectTimeoutMs=${ms}`)), ms);
-      work.then(
-        () => (this.clock.clearTimer(timer), resolve()),
-        (error: unknown) => (this.clock.clearTimer(timer), reject(error)),
-      );
-    });
+    return within(this.clock, work, ms, `${what} got no answer within connectTimeoutMs=${ms}`);
   }
 
   /** Asks the host for a janitor run at `at` unless one is already due sooner. */
