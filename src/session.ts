@@ -168,7 +168,8 @@ function answers(batch: Uint8Array): number {
 
 /** StartupMessage (protocol 3.0); the coordinator answers it and ignores the names, the tunnel's token is the credential. */
 function startupMessage(tenant: string): Uint8Array {
-  const body = new TextEncoder().encode(`user\0edgepool\0database\0${tenant}\0application_name\0edgepool\0\0`);
+  // edgepool_builtin: this client Parses in every batch that Binds (the coordinator then keeps fewer of its statement names).
+  const body = new TextEncoder().encode(`user\0edgepool\0database\0${tenant}\0application_name\0edgepool\0edgepool_builtin\x001\0\0`);
   const out = new Uint8Array(8 + body.length);
   const view = new DataView(out.buffer);
   view.setInt32(0, out.length);

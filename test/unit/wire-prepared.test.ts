@@ -209,4 +209,29 @@ describe("named prepared statements in transaction mode", () => {
     expect(wire.driver.backends).toHaveLength(1);
     expect(wire.driver.backends[0]!.log.filter((m) => m.startsWith("P:"))).toEqual(["P:edgepool_1"]);
   });
+
+  it("the built-in client's sessions keep its last 256 statement names (it Parses in every batch that Binds); a driver's session keeps every name it made", async () => {
+    const wire = makeWire({ maxConnections: 1 }, { maxPreparedStatements: 1_000 });
+    const names = (c: { session: unknown }) => (c.session as { statements: { size: number } }).statements.size;
+    const run = async (c: ReturnType<Wire["client"]>, i: number, parse = true) => {
+      const name = `edgepool_${i}`;
+      await c.send(...(parse ? [fe.parse(name, `select $1::text || '${i}'`)] : []), fe.bind(name, ["x"]), fe.execute(), fe.sync());
+    };
+    const inWorker = wire.client();
+    const remote = wire.client({ startup: true });
+    await remote.send(fe.startup({ user: "edgepool", edgepool_builtin: "1" }));
+    const driver = wire.client({ startup: true });
+    await driver.send(fe.startup({ user: "app" }));
+    for (const c of [inWorker, remote, driver]) {
+      c.clear();
+      for (let i = 0; i < 300; i++) await run(c, i);
+      expect(c.received.filter((m) => m.type === "E")).toEqual([]);
+      expect(c.received.filter((m) => m.type === "D")).toHaveLength(300);
+    }
+    expect([names(inWorker), names(remote), names(driver)]).toEqual([256, 256, 300]);
+    // The driver Binds its first statement again without a Parse: still known, rewritten, answered.
+    driver.clear();
+    await run(driver, 0, false);
+    expect(driver.types()).toBe("2 D C Z");
+  });
 });

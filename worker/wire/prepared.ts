@@ -74,6 +74,12 @@ export class PreparedStatements {
 /** One client session's named statements: client name → statement. */
 export class SessionStatements {
   private readonly byName = new Map<string, Statement>();
+  private readonly max: number;
+
+  /** `max`: names kept, least recently prepared forgotten first (a driver's session keeps all it made: it may Bind any of them later). */
+  constructor(max = Infinity) {
+    this.max = max;
+  }
 
   get(name: string): Statement | undefined {
     return this.byName.get(name);
@@ -84,7 +90,9 @@ export class SessionStatements {
   }
 
   set(name: string, statement: Statement): void {
+    this.byName.delete(name);
     this.byName.set(name, statement);
+    if (this.byName.size > this.max) this.byName.delete(this.byName.keys().next().value!);
   }
 
   /** Forgets one name (Close, DEALLOCATE); whether it was known. */

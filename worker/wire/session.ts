@@ -82,6 +82,11 @@ const TRANSACTION_OR_COPY = /(?:^|;)\s*(?:begin|start|commit|end|rollback|abort|
 const LISTEN = /(?:^|;)\s*listen\b/i;
 const DEALLOCATE_NAME = /^\s*deallocate\s+(?:prepare\s+)?("?)([^";\s]+)\1\s*;?\s*$/i;
 const DROPS_ALL = /^\s*(?:deallocate\s+(?:prepare\s+)?all|discard\s+all)\s*;?\s*$/i;
+/** Statement names a built-in client's session keeps (as many as the client's own cache of Parse messages). */
+const BUILT_IN_SESSION_STATEMENTS = 256;
+/** The startup parameter by which the remote built-in client says it is one (the coordinator answers startups itself: no server sees it). */
+export const BUILT_IN_CLIENT_PARAMETER = "edgepool_builtin";
+
 /** A statement that cannot share a server connection with other sessions' queries (see `rides()`). */
 function runsAlone(text: string): boolean {
   return TRANSACTION_OR_COPY.test(text) || CHANGES_SESSION.test(text);
@@ -120,7 +125,7 @@ export class WireSession<B extends Backend> {
 
   private readonly deps: WireSessionDeps<B>;
   private readonly reader: FrameReader;
-  private readonly statements = new SessionStatements();
+  private statements: SessionStatements;
   private server: ServerStatements | undefined;
   private receiver: Receiver | undefined;
   /** This session's place on a shared server connection (pipelining), when it rides one. */
@@ -161,6 +166,9 @@ export class WireSession<B extends Backend> {
     this.mode = deps.mode;
     this.phase = deps.startup ? "startup" : "ready";
     this.reader = new FrameReader(deps.startup);
+    // The built-in client Parses in every batch that Binds, so its long-lived sessions need not keep every text they ever ran
+    // (in a Worker it has no startup; remote, its startup says so); a driver's session keeps every name it made.
+    this.statements = new SessionStatements(deps.startup ? Infinity : BUILT_IN_SESSION_STATEMENTS);
     this.key = deps.cancelKeys.issue(this);
     deps.stats.clients++;
   }
@@ -306,6 +314,7 @@ export class WireSession<B extends Backend> {
     if (code === CANCEL_REQUEST) return this.CancelRequest(frame);
     if (code >>> 16 !== 3) return this.fatal(this.badRequest(`unsupported frontend protocol ${code >>> 16}.${code & 0xffff}: edgepool speaks 3.0`));
     const unknown = [...parameters.keys()].filter((name) => name.startsWith("_pq_."));
+    if (parameters.get(BUILT_IN_CLIENT_PARAMETER) === "1") this.statements = new SessionStatements(BUILT_IN_SESSION_STATEMENTS);
     if (code !== PROTOCOL_3_0 || unknown.length > 0) this.own(negotiateProtocolVersion(PROTOCOL_3_0, unknown));
     if (this.mode === "session") {
       const lease = await this.borrow(true, false);
