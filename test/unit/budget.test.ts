@@ -238,6 +238,30 @@ describe("budget: leases of capacity", () => {
     expect(a.driver.opens).toBe(3);
   });
 
+  it("a pool that holds and wants nothing stops calling an unreachable budget once its grant has ended (a deleted budget is not called forever)", async () => {
+    const clock = new ManualClock(0);
+    const budget = new FakeBudget(clock, 4, 10_000);
+    const a = member(budget, "a", { maxConnections: 4, acquireTimeoutMs: 60_000, idleTimeoutMs: 1_000 });
+    const lease = track(a.pool.acquire());
+    await clock.advance(10);
+    a.pool.release(lease.value!, { reset: false });
+    budget.reachable = false;
+    // The idle connection is reaped; the give-back fails and is retried until the grant (TTL 10 s, less 1 s) has ended.
+    for (let t = 0; t < 12_000; t += 500) {
+      await clock.advance(500);
+      a.pool.sweep();
+    }
+    expect(a.driver.live.size).toBe(0);
+    const calls = budget.calls;
+    await clock.advance(60_000);
+    expect(budget.calls).toBe(calls);
+    // Wanting again calls at once.
+    budget.reachable = true;
+    const again = track(a.pool.acquire());
+    await clock.advance(FAILURE_RETRY_MS + 100);
+    expect(again.status).toBe("resolved");
+  });
+
   it("a live pool cut off from the budget closes its leased connections (LEASE_LOST) before the budget gives them to another: the sum never exceeds it", async () => {
     const clock = new ManualClock(0);
     const budget = new FakeBudget(clock, 3, 10_000);

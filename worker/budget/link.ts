@@ -113,6 +113,12 @@ export class BudgetLink implements Capacity {
     if (this.inflight) return;
     const { held, wanted, granted } = this;
     if (!this.registered && held === 0 && wanted === 0) return;
+    // Nothing held or wanted, the budget unreachable, and the grant past its end: the budget has dropped this holder by now
+    // (its copy of the lease ends after this one), so there is nothing left to give back — stop calling (a deleted budget would be called forever).
+    if (held === 0 && wanted === 0 && this.failed && this.deps.clock.now() >= this.expiresAt) {
+      this.registered = false;
+      return;
+    }
     const moved = held !== this.sentHeld || wanted !== this.sentWanted;
     const short = wanted > granted;
     const surplus = granted > Math.max(held, wanted);
