@@ -109,10 +109,21 @@ async function serve(socket: Socket, opening: Promise<Tunnel>, log: (line: strin
     for (;;) {
       const { done, value } = await reader.read();
       if (done || socket.destroyed) break;
-      if (!socket.write(value)) await new Promise((resolve) => socket.once("drain", resolve).once("close", resolve));
+      if (!socket.write(value)) await drained(socket);
     }
   } catch {
     // The tunnel broke: the client's connection ends below.
   }
   socket.end();
+}
+
+/** Until the client's socket drains or closes; neither listener outlives the wait (a big result stalls thousands of times). */
+export function drained(socket: Socket): Promise<void> {
+  return new Promise((resolve) => {
+    const done = () => {
+      socket.off("drain", done).off("close", done);
+      resolve();
+    };
+    socket.on("drain", done).on("close", done);
+  });
 }
