@@ -184,13 +184,18 @@ export class ShardRouter {
 
 /** Routers per target (a namespace or service binding) and tenant, kept for the isolate: what one request learnt, the next one uses. */
 const routers = new WeakMap<object, Map<string, ShardRouter>>();
+/** Tenants whose routers one target keeps; past it the oldest is forgotten (it only loses what it learnt). A route reached before any token check must not grow without bound. */
+export const MAX_ROUTED_TENANTS = 10_000;
 
 /** The router of `tenant` behind `target`. */
 export function routerFor(target: object, tenant: string): ShardRouter {
   let byTenant = routers.get(target);
   if (!byTenant) routers.set(target, (byTenant = new Map()));
   let router = byTenant.get(tenant);
-  if (!router) byTenant.set(tenant, (router = new ShardRouter()));
+  if (!router) {
+    if (byTenant.size >= MAX_ROUTED_TENANTS) byTenant.delete(byTenant.keys().next().value!);
+    byTenant.set(tenant, (router = new ShardRouter()));
+  }
   return router;
 }
 

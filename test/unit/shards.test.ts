@@ -1,6 +1,6 @@
 import { describe, expect, it } from "vitest";
 import { PoolError } from "../../src/errors.ts";
-import { routed, ShardRouter, shardName } from "../../src/shards.ts";
+import { MAX_ROUTED_TENANTS, routed, routerFor, ShardRouter, shardName } from "../../src/shards.ts";
 import { resolveOptions, share, shardOptions } from "../../worker/pool/options.ts";
 
 function invalid(input: Record<string, unknown>): string {
@@ -153,5 +153,18 @@ describe("shard routing", () => {
     const ok = { ok: true, hint: { shards: 2, load: 0 } };
     const { answer } = await routed(router, (s) => s, async (s) => { if (s === 0) throw new Error("overloaded"); return ok; }, () => true);
     expect(answer).toBe(ok);
+  });
+});
+
+describe("routers per tenant", () => {
+  it("one per tenant and target, kept for the isolate; past MAX_ROUTED_TENANTS made-up names the oldest is forgotten, so they cannot grow the isolate without bound", () => {
+    const target = {};
+    const first = routerFor(target, "t-0");
+    expect(routerFor(target, "t-0")).toBe(first);
+    expect(routerFor({}, "t-0")).not.toBe(first);
+    for (let i = 1; i <= MAX_ROUTED_TENANTS; i++) routerFor(target, `t-${i}`);
+    // t-0 was the oldest: forgotten; the newest are kept.
+    expect(routerFor(target, `t-${MAX_ROUTED_TENANTS}`)).toBe(routerFor(target, `t-${MAX_ROUTED_TENANTS}`));
+    expect(routerFor(target, "t-0")).not.toBe(first);
   });
 });
