@@ -136,9 +136,8 @@ export class FrontDoor {
     if (old) this.note({ event: "tenant-configured", tenant: this.tenant, maxConnections: config.options.maxConnections });
     this.pool = pool;
     this.pools.set(pool, undefined);
-    if (!this.prepared || this.prepared.maxPreparedStatements !== config.options.maxPreparedStatements) {
-      this.prepared = new PreparedStatements(config.options.maxPreparedStatements, this.counters);
-    }
+    if (!this.prepared) this.prepared = new PreparedStatements(config.options.maxPreparedStatements, this.counters);
+    else if (this.prepared.maxPreparedStatements !== config.options.maxPreparedStatements) this.prepared = this.prepared.successor(config.options.maxPreparedStatements);
     // Until it drained, the old pool keeps its janitor: a lease of it left without activity is still reclaimed.
     if (old) void old.drain().then(() => this.pools.delete(old) && this.wants(old, undefined));
   }

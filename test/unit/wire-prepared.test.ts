@@ -234,4 +234,16 @@ describe("named prepared statements in transaction mode", () => {
     await run(driver, 0, false);
     expect(driver.types()).toBe("2 D C Z");
   });
+
+  it("a registry replaced by a new maxPreparedStatements goes on numbering: sessions begun before and after the change share a server connection without 42P05", async () => {
+    const wire = makeWire({ maxConnections: 1 });
+    const before = wire.client();
+    await before.send(fe.parse("a", "select $1 || 'before'"), fe.bind("a", ["x"]), fe.execute(), fe.sync());
+    wire.prepared = wire.prepared.successor(50);
+    const after = wire.client();
+    await after.send(fe.parse("b", "select $1 || 'after'"), fe.bind("b", ["y"]), fe.execute(), fe.sync());
+    await before.send(fe.parse("c", "select $1 || 'before again'"), fe.bind("c", ["z"]), fe.execute(), fe.sync());
+    for (const c of [before, after]) expect(c.received.filter((m) => m.type === "E").map((m) => m.text)).toEqual([]);
+    expect([...wire.driver.backends[0]!.statements.keys()]).toEqual(["edgepool_1", "edgepool_2", "edgepool_3"]);
+  });
 });

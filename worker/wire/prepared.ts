@@ -35,13 +35,26 @@ export class PreparedStatements {
   readonly enabled: boolean;
   private readonly byKey = new Map<string, Statement>();
   private readonly servers = new WeakMap<Backend, ServerStatements>();
-  private nextId = 1;
+  /** Where the next name's number comes from: shared with a `successor`. */
+  private readonly ids: { next: number };
 
   constructor(
     readonly maxPreparedStatements: number,
     readonly stats: WireStats,
+    ids = { next: 1 },
   ) {
     this.enabled = maxPreparedStatements > 0;
+    this.ids = ids;
+  }
+
+  /**
+   * The registry for a new `maxPreparedStatements`, numbering its names from
+   * the same sequence: sessions begun before the change keep this registry,
+   * and a server connection may serve both, so one name must never mean two
+   * statements there (42P05).
+   */
+  successor(maxPreparedStatements: number): PreparedStatements {
+    return new PreparedStatements(maxPreparedStatements, this.stats, this.ids);
   }
 
   /** The statement for this text and these types; one per distinct pair while remembered. */
@@ -52,7 +65,7 @@ export class PreparedStatements {
       // Most recently used last: the oldest is forgotten first.
       this.byKey.delete(key);
     } else {
-      const serverName = `edgepool_${this.nextId++}`;
+      const serverName = `edgepool_${this.ids.next++}`;
       statement = { key, serverName, serverNameBytes: encoder.encode(serverName), query, types: [...types], parse: parse(serverName, query, types) };
       if (this.byKey.size >= REMEMBERED_STATEMENTS) this.byKey.delete(this.byKey.keys().next().value!);
     }
