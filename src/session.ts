@@ -83,8 +83,9 @@ export class TunnelSession {
   }
 
   async #runNow(batch: Uint8Array): Promise<Uint8Array> {
-    if (this.#endedWith) return this.#endedWith;
-    if (this.closed) throw new SessionClosed("LEASE_LOST", this.tenant, `tenant "${this.tenant}": the session to the coordinator had closed; acquire a new connection and retry`);
+    // A one-shot queued behind the batch that ended its session was never sent: it goes on another session.
+    if (this.#endedWith && !this.#oneShot) return this.#endedWith;
+    if (this.closed) throw this.#unsent();
     const tunnel = await this.#tunnel;
     this.#writer ??= tunnel.writable.getWriter();
     this.#reader ??= tunnel.readable.getReader();
@@ -95,19 +96,21 @@ export class TunnelSession {
       this.#startup = undefined;
       expected++;
     }
+    let unsent = false;
     try {
       await this.#writer.write(bytes);
     } catch {
       // The socket closed: what the coordinator sent before (a FATAL error) is read as the answer.
       this.closed = true;
+      unsent = true;
     }
-    const answer = await this.#read(expected);
+    const answer = await this.#read(expected, unsent);
     if (this.#oneShot && this.status !== "I") this.close();
     return answer;
   }
 
-  /** Reads whole messages until `expected` ReadyForQuery messages came; an end before that closes the session. */
-  async #read(expected: number): Promise<Uint8Array> {
+  /** Reads whole messages until `expected` ReadyForQuery messages came; an end before that closes the session (`unsent`: the batch never left). */
+  async #read(expected: number, unsent: boolean): Promise<Uint8Array> {
     const parts: Uint8Array[] = [];
     let ready = 0;
     let failed = false;
@@ -144,10 +147,16 @@ export class TunnelSession {
         this.closed = true;
         // The coordinator said why it ended the session (a FATAL error, a refused upgrade): that is the answer.
         if (failed) return (this.#endedWith = concat(parts));
+        // An idle one-shot session the coordinator closed (a deploy, a reset): the batch never left, so it may go on a fresh one.
+        if (unsent && this.#oneShot) throw this.#unsent();
         throw this.#lost(new Error("the tunnel closed before the answer"));
       }
       data = data.length === 0 ? chunk.value : concat([data, chunk.value]);
     }
+  }
+
+  #unsent(): SessionClosed {
+    return new SessionClosed("LEASE_LOST", this.tenant, `tenant "${this.tenant}": the session to the coordinator had closed; acquire a new connection and retry`);
   }
 
   #lost(error: unknown): PoolError {

@@ -173,6 +173,42 @@ describe("the built-in client's tunnel session", () => {
     expect(() => decodeResult(again, "acme")).toThrow(expect.objectContaining({ code: "LEASE_EXPIRED" }));
   });
 
+  it("one-shots that were never sent throw SessionClosed (the client sends them on a fresh session): after the coordinator closed an idle session, and behind a batch answered FATAL", async () => {
+    // The coordinator closed the socket while the session was idle: the write fails, nothing is read.
+    let controller!: ReadableStreamDefaultController<Uint8Array>;
+    let open = true;
+    const closedByCoordinator: Tunnel = {
+      readable: new ReadableStream({ start: (c) => void (controller = c) }),
+      writable: new WritableStream({
+        write() {
+          if (!open) throw new Error("socket closed");
+        },
+      }),
+    };
+    const idle = new TunnelSession(Promise.resolve(closedByCoordinator), { tenant: "acme", oneShot: true });
+    const first = idle.run(encodeQuery("select 1"));
+    controller.enqueue(join(startupAnswer(), oneRow("1"), ready()));
+    await first;
+    open = false;
+    controller.close();
+    const error = await idle.run(encodeQuery("insert into t values (1)")).catch((e: unknown) => e);
+    expect(error).toBeInstanceOf(SessionClosed);
+    expect(idle.closed).toBe(true);
+
+    // Two one-shots on one session; the first is answered FATAL and the session ends: the second was never written.
+    const t = fakeTunnel();
+    const s = new TunnelSession(Promise.resolve(t.tunnel), { tenant: "acme", oneShot: true });
+    const a = s.run(encodeQuery("select 1"));
+    const b = s.run(encodeQuery("insert into t values (2)")).catch((e: unknown) => e);
+    await t.written(1);
+    t.answer(join(startupAnswer(), fatal("LEASE_LOST", "the server closed the connection")));
+    t.end();
+    const answered = await a;
+    expect(() => decodeResult(answered, "acme")).toThrow(expect.objectContaining({ code: "LEASE_LOST" }));
+    expect(await b).toBeInstanceOf(SessionClosed);
+    expect(t.writes).toHaveLength(1);
+  });
+
   it("an idle one-shot session closes after idleMs; a batch in time keeps it open", async () => {
     const fake = fakeTunnel();
     const session = new TunnelSession(Promise.resolve(fake.tunnel), { tenant: "acme", oneShot: true, idleMs: 50 });
