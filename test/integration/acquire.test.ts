@@ -1,5 +1,6 @@
 import { afterAll, describe, expect, it } from "vitest";
 import { createPool, getConnection, PoolError } from "../../src/index.ts";
+import { encodeQuery } from "../../src/codec.ts";
 import { configure, observer, serverCount, tenantName, testEnv, until } from "./helpers.ts";
 
 const sql = observer();
@@ -67,6 +68,18 @@ describe("the wait queue", () => {
     // The queued ones lost nothing.
     const rows = await Promise.all(queued);
     expect(rows.map((r) => r.count)).toEqual([1, 1]);
+  });
+
+  it("a one-shot refused with WAIT_QUEUE_FULL is refused as a call (ok: false), not answered: nothing of it ran, so a sharded client sends it to another shard", async () => {
+    const tenant = tenantName("queue-call");
+    const stub = await configure(tenant, { maxConnections: 1, maxWaiters: 0 });
+    const holder = await getConnection(testEnv.EDGEPOOL, { tenant });
+    const reply = await stub.run(tenant, encodeQuery("select 1"));
+    expect(reply).toMatchObject({ ok: false, error: { kind: "pool", code: "WAIT_QUEUE_FULL" } });
+    // The built-in client throws the same error as before.
+    const error = await createPool(testEnv.EDGEPOOL, { tenant }).sql`select 1`.catch((e: PoolError) => e);
+    expect(error).toMatchObject({ code: "WAIT_QUEUE_FULL" });
+    await holder.release();
   });
 
   it("maxConnections 0 disables the pool: every acquire fails with POOL_DISABLED and no connection opens", async () => {

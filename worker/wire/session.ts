@@ -159,6 +159,8 @@ export class WireSession<B extends Backend> {
   private queryTimer: unknown;
   /** The timer fired and the query was cancelled: its 57014 is answered as `QUERY_TIMEOUT`. */
   private timedOut = false;
+  /** The pool error that kept a batch from a server connection (nothing of that batch ran). */
+  refusedWith: PoolError | undefined;
 
   constructor(deps: WireSessionDeps<B>) {
     this.deps = deps;
@@ -427,7 +429,10 @@ export class WireSession<B extends Backend> {
       const poolError = asPoolError(error, this.deps.tenant);
       // A session-mode session without its connection is no session: even 53300 ends it.
       if (atStartup) this.fatal(poolError, true);
-      else this.refuse(poolError);
+      else {
+        this.refusedWith = poolError;
+        this.refuse(poolError);
+      }
       return undefined;
     } finally {
       stats.clientsWaiting--;
