@@ -44,11 +44,12 @@ export class PoolError extends Error {
   readonly tenant: string;
   readonly retryable: boolean;
 
-  constructor(code: PoolErrorCode, tenant: string, detail: string) {
+  /** `retryable` false where the code would say true: a statement that may have run (its call broke after it was sent). */
+  constructor(code: PoolErrorCode, tenant: string, detail: string, retryable = RETRYABLE.has(code)) {
     super(`${code}: ${detail}`);
     this.code = code;
     this.tenant = tenant;
-    this.retryable = RETRYABLE.has(code);
+    this.retryable = retryable;
   }
 }
 

@@ -279,5 +279,5 @@ async function rpc<T>(tenant: string, call: () => Promise<Reply<T>>, broke?: (te
 
 /** A one-shot's call to its coordinator broke (the object was reset or evicted): the query may or may not have run. */
 function oneShotLost(tenant: string, cause: string): PoolError {
-  return new PoolError("LEASE_LOST", tenant, `tenant "${tenant}": the coordinator call broke (${cause}); the query may have run — retry it only if it is safe to repeat`);
+  return new PoolError("LEASE_LOST", tenant, `tenant "${tenant}": the coordinator call broke (${cause}); the query may have run — retry it only if it is safe to repeat`, false);
 }

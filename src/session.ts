@@ -161,6 +161,8 @@ export class TunnelSession {
 
   #lost(error: unknown): PoolError {
     const cause = error instanceof Error ? error.message : String(error);
+    // A one-shot's batch had been sent: it may have run.
+    if (this.#oneShot) return new PoolError("LEASE_LOST", this.tenant, `tenant "${this.tenant}": the session to the coordinator was lost (${cause}); the query may have run — retry it only if it is safe to repeat`, false);
     return new PoolError("LEASE_LOST", this.tenant, `tenant "${this.tenant}": the session to the coordinator was lost (${cause}); retry on a new one`);
   }
 }

@@ -161,6 +161,14 @@ describe("the built-in client's tunnel session", () => {
     expect(error).toMatchObject({ code: "LEASE_LOST", retryable: true, tenant: "acme" });
     expect(a.closed).toBe(true);
 
+    // A one-shot's batch was sent when the socket died: it may have run, so the error does not invite a blind retry.
+    const sent = fakeTunnel();
+    const oneShot = new TunnelSession(Promise.resolve(sent.tunnel), { tenant: "acme", oneShot: true });
+    const inFlight = oneShot.run(encodeQuery("insert into t values (1)")).catch((e: unknown) => e);
+    await sent.written(1);
+    sent.end();
+    expect(await inFlight).toMatchObject({ code: "LEASE_LOST", retryable: false, message: expect.stringContaining("the query may have run") });
+
     const expired = fakeTunnel();
     const b = new TunnelSession(Promise.resolve(expired.tunnel), { tenant: "acme", oneShot: false });
     const run = b.run(encodeQuery("select 1"));
