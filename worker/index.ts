@@ -46,8 +46,12 @@ export class PoolService extends WorkerEntrypoint<Env> {
     try {
       checkTenant(tenant);
       const mode = options?.mode ?? "transaction";
+      // A stream passed in a call is the callee's: a call refused as overloaded and tried on another shard needs its own,
+      // so each attempt gets a relay and the caller's bytes go into the one that answered (the caller writes nothing before).
       const answer = await onShard(this.env, tenant, async (c) => {
-        const { stream, hint } = hintedWire(await c.wire(tenant, { mode, hint: true }, inbound));
+        const relay = new TransformStream<Uint8Array, Uint8Array>();
+        const { stream, hint } = hintedWire(await c.wire(tenant, { mode, hint: true }, relay.readable));
+        void inbound.pipeTo(relay.writable).catch(() => {});
         return { ok: true, value: stream, hint };
       }, notDelivered);
       return answer.value;

@@ -2,7 +2,7 @@ import { afterAll, describe, expect, it } from "vitest";
 import pg from "pg";
 import postgres from "postgres";
 import { createPool, getConnection, pgOptions, postgresOptions } from "../../src/index.ts";
-import { configure, observer, serverPids, tenantName, testEnv } from "./helpers.ts";
+import { configure, observer, serverPids, tenantName, testEnv, until } from "./helpers.ts";
 
 const sql = observer();
 afterAll(() => sql.end());
@@ -40,5 +40,26 @@ describe("through a service binding to the coordinator Worker", () => {
       await sqlViaService.end();
       await pool.end();
     }
+  });
+
+  it("a driver session through the binding that ends inside a transaction has it rolled back and its connection returned", async () => {
+    const tenant = tenantName("service-end");
+    await configure(tenant, { maxConnections: 1 });
+    const client = new pg.Client(pgOptions(testEnv.EDGEPOOL_SERVICE as never, { tenant }));
+    await client.connect();
+    await client.query("begin");
+    const { rows: [held] } = await client.query<{ pid: number }>("select pg_backend_pid() as pid, pg_advisory_xact_lock(4242)");
+    await client.end();
+    // The server: that backend leaves its transaction (the lock with it), and the next session gets it.
+    const state = await until(
+      async () => (await sql<{ state: string }[]>`select state from pg_stat_activity where pid = ${held!.pid}`)[0]?.state,
+      (s) => s === "idle",
+    );
+    expect(state).toBe("idle");
+    expect(await sql`select 1 from pg_locks where locktype = 'advisory' and objid = 4242`).toHaveLength(0);
+    const next = new pg.Client(pgOptions(testEnv.EDGEPOOL_SERVICE as never, { tenant }));
+    await next.connect();
+    expect((await next.query<{ pid: number }>("select pg_backend_pid() as pid")).rows[0]!.pid).toBe(held!.pid);
+    await next.end();
   });
 });
