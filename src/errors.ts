@@ -97,12 +97,17 @@ export class DatabaseError extends Error implements PostgresErrorFields {
 
 /** An error as it travels over RPC. */
 export type ErrorShape =
-  | { kind: "pool"; code: PoolErrorCode; tenant: string; message: string }
+  | { kind: "pool"; code: PoolErrorCode; tenant: string; message: string; retryable?: boolean }
   | { kind: "database"; message: string; fields: PostgresErrorFields };
 
 /** Turns an error into a value that survives RPC. Unknown errors become `INTERNAL`. */
 export function toShape(error: unknown, tenant: string): ErrorShape {
-  if (error instanceof PoolError) return { kind: "pool", code: error.code, tenant: error.tenant, message: error.message };
+  if (error instanceof PoolError) {
+    const shape: ErrorShape = { kind: "pool", code: error.code, tenant: error.tenant, message: error.message };
+    // Only where it is not the code's own (a one-shot that may have run).
+    if (error.retryable !== RETRYABLE.has(error.code)) shape.retryable = error.retryable;
+    return shape;
+  }
   if (error instanceof DatabaseError) return { kind: "database", message: error.message, fields: pick(error) };
   const e = error as { name?: string; code?: unknown; message?: string };
   if (e?.name === "PostgresError" && typeof e.code === "string") return { kind: "database", message: e.message ?? "", fields: pick(e as PostgresErrorFields) };
@@ -113,9 +118,14 @@ export function toShape(error: unknown, tenant: string): ErrorShape {
 /** Rebuilds the error class from its RPC shape. */
 export function fromShape(shape: ErrorShape): PoolError | DatabaseError {
   if (shape.kind === "database") return new DatabaseError(shape.message, shape.fields);
-  const error = new PoolError(shape.code, shape.tenant, "");
+  const error = new PoolError(shape.code, shape.tenant, "", shape.retryable);
   error.message = shape.message;
   return error;
+}
+
+/** A one-shot's call to its coordinator broke after it was sent (the object was reset or evicted): the query may or may not have run. */
+export function oneShotLost(tenant: string, cause: string): PoolError {
+  return new PoolError("LEASE_LOST", tenant, `tenant "${tenant}": the coordinator call broke (${cause}); the query may have run — retry it only if it is safe to repeat`, false);
 }
 
 function pick(source: PostgresErrorFields): PostgresErrorFields {

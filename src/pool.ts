@@ -1,4 +1,4 @@
-import { PoolError } from "./errors.ts";
+import { oneShotLost, PoolError } from "./errors.ts";
 import { showValue } from "./show.ts";
 import { Connection, unwrap } from "./connection.ts";
 import { decodeResult, encodeQuery } from "./codec.ts";
@@ -277,7 +277,3 @@ async function rpc<T>(tenant: string, call: () => Promise<Reply<T>>, broke?: (te
   }
 }
 
-/** A one-shot's call to its coordinator broke (the object was reset or evicted): the query may or may not have run. */
-function oneShotLost(tenant: string, cause: string): PoolError {
-  return new PoolError("LEASE_LOST", tenant, `tenant "${tenant}": the coordinator call broke (${cause}); the query may have run — retry it only if it is safe to repeat`, false);
-}

@@ -1,5 +1,5 @@
 import { WorkerEntrypoint } from "cloudflare:workers";
-import { PoolError, toShape } from "../src/errors.ts";
+import { oneShotLost, PoolError, toShape } from "../src/errors.ts";
 import type { CallOptions, Reply, WireMode } from "../src/protocol.ts";
 import { admin, checkAdmin, fail, respond } from "./admin.ts";
 import { bearerToken, checkClientToken, tokenSecret } from "./auth.ts";
@@ -37,8 +37,8 @@ export class PoolService extends WorkerEntrypoint<Env> {
   }
 
   run(tenant: string, bytes: Uint8Array, options?: CallOptions) {
-    // A one-shot may have run when its call broke: only an undelivered one goes to another shard.
-    return sharded(this.env, tenant, (c) => c.run(tenant, bytes, options), notDelivered);
+    // A one-shot may have run when its call broke: only an undelivered one goes to another shard; the others say so (LEASE_LOST).
+    return sharded(this.env, tenant, (c) => c.run(tenant, bytes, options), notDelivered, oneShotLost);
   }
 
   /** A driver's session (see `PoolCoordinator.connect`); the streams pass through to the tenant's coordinator. */
@@ -215,13 +215,18 @@ async function onShard<R extends { ok: boolean; error?: unknown; hint?: unknown 
   return answer;
 }
 
-/** A session on one of the tenant's shards (`onShard`); a bad tenant name comes back as a `BAD_REQUEST` reply. */
-async function sharded<T>(env: Env, tenant: string, call: (c: DurableObjectStub<PoolCoordinator>) => Promise<Reply<T>>, retryOnThrow: (error: unknown) => boolean): Promise<Reply<T>> {
+/**
+ * A session on one of the tenant's shards (`onShard`); a bad tenant name
+ * comes back as a `BAD_REQUEST` reply, a call that broke as `broke` says
+ * (default `INTERNAL`).
+ */
+async function sharded<T>(env: Env, tenant: string, call: (c: DurableObjectStub<PoolCoordinator>) => Promise<Reply<T>>, retryOnThrow: (error: unknown) => boolean, broke?: (tenant: string, cause: string) => PoolError): Promise<Reply<T>> {
   try {
     checkTenant(tenant);
     return await onShard(env, tenant, call, retryOnThrow);
   } catch (error) {
-    return { ok: false, error: toShape(error, String(tenant)) } satisfies Reply<never>;
+    const cause = !broke || error instanceof PoolError ? error : broke(String(tenant), error instanceof Error ? error.message : String(error));
+    return { ok: false, error: toShape(cause, String(tenant)) } satisfies Reply<never>;
   }
 }
 

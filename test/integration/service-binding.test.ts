@@ -1,7 +1,8 @@
+import { runInDurableObject } from "cloudflare:test";
 import { afterAll, describe, expect, it } from "vitest";
 import pg from "pg";
 import postgres from "postgres";
-import { createPool, getConnection, pgOptions, postgresOptions } from "../../src/index.ts";
+import { createPool, getConnection, pgOptions, PoolError, postgresOptions } from "../../src/index.ts";
 import { configure, observer, serverPids, tenantName, testEnv, until } from "./helpers.ts";
 
 const sql = observer();
@@ -61,5 +62,18 @@ describe("through a service binding to the coordinator Worker", () => {
     await next.connect();
     expect((await next.query<{ pid: number }>("select pg_backend_pid() as pid")).rows[0]!.pid).toBe(held!.pid);
     await next.end();
+  });
+
+  it("a one-shot whose coordinator is reset while it runs fails with LEASE_LOST saying it may have run (retryable: false), as through the namespace", async () => {
+    const tenant = tenantName("service-lost");
+    const stub = await configure(tenant, { maxConnections: 1 });
+    const db = createPool(testEnv.EDGEPOOL_SERVICE as never, { tenant });
+    const running = db.sql`select pg_sleep(2)`.catch((e: unknown) => e);
+    // The query is on the server when the object goes.
+    await until(async () => (await sql`select 1 from pg_stat_activity where query = 'select pg_sleep(2)' and state = 'active'`).length, (n) => n > 0);
+    await runInDurableObject(stub, (_, state) => state.abort("test: coordinator reset")).catch(() => {});
+    const error = await running;
+    expect(error).toBeInstanceOf(PoolError);
+    expect(error).toMatchObject({ code: "LEASE_LOST", retryable: false, message: expect.stringContaining("the query may have run") });
   });
 });
