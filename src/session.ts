@@ -83,8 +83,9 @@ export class TunnelSession {
   }
 
   async #runNow(batch: Uint8Array): Promise<Uint8Array> {
-    // A one-shot queued behind the batch that ended its session was never sent: it goes on another session.
-    if (this.#endedWith && !this.#oneShot) return this.#endedWith;
+    // A one-shot queued behind the batch whose FATAL answer ended an established session was never sent: it goes on
+    // another session. A FATAL answer to the startup (no BackendKeyData yet: CONNECT_FAILED, UNAUTHORIZED …) is every batch's.
+    if (this.#endedWith && (!this.#oneShot || this.key === 0)) return this.#endedWith;
     if (this.closed) throw this.#unsent();
     const tunnel = await this.#tunnel;
     this.#writer ??= tunnel.writable.getWriter();

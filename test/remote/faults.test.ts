@@ -111,7 +111,8 @@ describe("faults", () => {
     started = Date.now();
     const wave = await Promise.all(Array.from({ length: 10 }, () => db.sql`select 1`.catch((e: PoolError) => e)));
     const waveMs = Date.now() - started;
-    expect(wave.every((e) => e instanceof PoolError && e.code === "CONNECT_FAILED" && e.message.includes("timed out after 400ms"))).toBe(true);
+    const odd = wave.filter((e) => !(e instanceof PoolError && e.code === "CONNECT_FAILED" && e.message.includes("timed out after 400ms")));
+    expect(odd.map((e) => String(e))).toEqual([]);
     expect(waveMs).toBeLessThan(options.connectTimeoutMs + 1_000);
     // Keep asking for 3 s: attempts come in rounds spaced by a growing, jittered backoff.
     const until = Date.now() + 3_000;

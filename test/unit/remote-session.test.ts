@@ -215,6 +215,17 @@ describe("the built-in client's tunnel session", () => {
     expect(() => decodeResult(answered, "acme")).toThrow(expect.objectContaining({ code: "LEASE_LOST" }));
     expect(await b).toBeInstanceOf(SessionClosed);
     expect(t.writes).toHaveLength(1);
+
+    // A FATAL answer to the startup itself (the database unreachable) is the answer of every batch queued on the session.
+    const u = fakeTunnel();
+    const never = new TunnelSession(Promise.resolve(u.tunnel), { tenant: "acme", oneShot: true });
+    const c = never.run(encodeQuery("select 1"));
+    const d = never.run(encodeQuery("select 2"));
+    await u.written(1);
+    u.answer(fatal("CONNECT_FAILED", "could not connect to db:5432: timed out after 400ms"));
+    u.end();
+    for (const answer of [await c, await d]) expect(() => decodeResult(answer, "acme")).toThrow(expect.objectContaining({ code: "CONNECT_FAILED" }));
+    expect(u.writes).toHaveLength(1);
   });
 
   it("an idle one-shot session closes after idleMs; a batch in time keeps it open", async () => {
