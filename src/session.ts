@@ -1,4 +1,4 @@
-import { PoolError } from "./errors.ts";
+import { oneShotLost, PoolError } from "./errors.ts";
 import type { Tunnel } from "./socket.ts";
 
 /** `run` was given a batch after the session closed: nothing was sent, so it may go on another session. */
@@ -163,7 +163,7 @@ export class TunnelSession {
   #lost(error: unknown): PoolError {
     const cause = error instanceof Error ? error.message : String(error);
     // A one-shot's batch had been sent: it may have run.
-    if (this.#oneShot) return new PoolError("LEASE_LOST", this.tenant, `tenant "${this.tenant}": the session to the coordinator was lost (${cause}); the query may have run — retry it only if it is safe to repeat`, false);
+    if (this.#oneShot) return oneShotLost(this.tenant, cause);
     return new PoolError("LEASE_LOST", this.tenant, `tenant "${this.tenant}": the session to the coordinator was lost (${cause}); retry on a new one`);
   }
 }
