@@ -38,6 +38,8 @@ export interface ConnectDeps {
 
 /** Client bytes the coordinator queues unread per session before it ends the session (a WebSocket cannot be paused). */
 export const MAX_INBOUND_QUEUED_BYTES = 32 * 1024 * 1024;
+/** What the inbound queue counts per message beyond its bytes (the queue's own entry). */
+const QUEUED_MESSAGE_OVERHEAD_BYTES = 64;
 /** Bytes waiting in the socket's send buffer before the bridge stops reading the session's answers. */
 export const OUTBOUND_HIGH_WATER_BYTES = 1024 * 1024;
 
@@ -96,7 +98,8 @@ function socketStream(socket: TunnelSocket, tenant: string, close: (code?: numbe
   let done = false;
   const stream = new ReadableStream<Uint8Array>(
     { start: (c) => void (controller = c), cancel: () => void (done = true) },
-    new ByteLengthQueuingStrategy({ highWaterMark: MAX_INBOUND_QUEUED_BYTES }),
+    // Each queued message costs its bytes plus its own bookkeeping: a flood of tiny ones counts too.
+    { highWaterMark: MAX_INBOUND_QUEUED_BYTES, size: (chunk: Uint8Array) => chunk.byteLength + QUEUED_MESSAGE_OVERHEAD_BYTES },
   );
   const fail = (error: Error) => {
     if (done) return;

@@ -185,6 +185,26 @@ describe("session state does not leak between sessions in transaction mode", () 
     )).toHaveLength(0);
   });
 
+  it("a SET hidden behind a comment (no statement text the pool could read as one) still does not reach the next session on the same backend", async () => {
+    const tenant = tenantName("leak-comment");
+    await configure(tenant, { maxConnections: 1, acquireTimeoutMs: 10_000 });
+    const a = new pg.Client(pgOptions(testEnv.EDGEPOOL, { tenant }));
+    const b = new pg.Client(pgOptions(testEnv.EDGEPOOL, { tenant }));
+    try {
+      await a.connect();
+      await a.query("/* looks like a comment */ SET statement_timeout = '4321ms'");
+      const { rows: [inA] } = await a.query<{ pid: number; timeout: string }>("select pg_backend_pid() as pid, current_setting('statement_timeout') as timeout");
+      await b.connect();
+      const { rows: [inB] } = await b.query<{ pid: number; timeout: string }>("select pg_backend_pid() as pid, current_setting('statement_timeout') as timeout");
+      // Same backend; A's setting was seen by A's own next statement only if it landed there before the reset.
+      expect(inB!.pid).toBe(inA!.pid);
+      expect(inB!.timeout).toBe("0");
+    } finally {
+      await a.end();
+      await b.end();
+    }
+  });
+
   it("a session's SET inside its own transaction is seen by all its statements, but not by the next session's transaction on the same backend", async () => {
     const tenant = tenantName("leak-set");
     await configure(tenant, { maxConnections: 1, acquireTimeoutMs: 10_000 });

@@ -234,7 +234,8 @@ export class FakeBackend implements Backend {
   private extendedCopy = false;
 
   private run(query: string, params: string[], simple: boolean): void {
-    const q = query.trim().toLowerCase();
+    // Leading comments are no part of the command, as in Postgres (its tag is the command's).
+    const q = query.trim().replace(/^(?:\/\*[\s\S]*?\*\/\s*|--[^\n]*\n\s*)+/, "").toLowerCase();
     if (simple) this.extendedCopy = false;
     let m: RegExpExecArray | null;
     if (q === "begin") {

@@ -57,8 +57,8 @@ export const Type = {
 
 /** The longest startup-phase message accepted (Postgres' own limit). */
 const MAX_STARTUP_LENGTH = 10_000;
-/** The longest typed message accepted (Postgres' own limit for a message body, 1 GB). */
-const MAX_MESSAGE_LENGTH = 0x3fffffff;
+/** The longest typed message accepted: Postgres takes up to 1 GB, but a coordinator has 128 MB for every session it serves. */
+export const MAX_MESSAGE_LENGTH = 64 * 1024 * 1024;
 
 const encoder = new TextEncoder();
 const decoder = new TextDecoder();
@@ -76,7 +76,9 @@ export class ProtocolViolation extends Error {}
 /**
  * Frames client bytes in any chunking (one byte at a time too). Whole
  * messages inside one chunk are returned as views of it; only a message that
- * spans chunks is copied, once, into a buffer of its own size.
+ * spans chunks is copied, once, into a buffer of its own size — allocated
+ * when its last byte came, so memory follows what the client sent, not the
+ * length it declared.
  */
 export class FrameReader {
   /** Until a StartupMessage (or CancelRequest) was read, messages have no type byte. */
@@ -84,8 +86,9 @@ export class FrameReader {
   /** Header bytes of a message whose length is not known yet. */
   private readonly head = new Uint8Array(8);
   private headLength = 0;
-  /** A message being assembled across chunks, and how much of it is filled. */
-  private partial: Uint8Array | undefined;
+  /** The pieces of a message being assembled across chunks, its whole size, and how much of it came. */
+  private pieces: Uint8Array[] | undefined;
+  private size = 0;
   private filled = 0;
 
   constructor(startup: boolean) {
@@ -97,41 +100,35 @@ export class FrameReader {
     const frames: Frame[] = [];
     let at = 0;
     while (at < chunk.length) {
-      if (this.partial) {
-        const take = Math.min(this.partial.length - this.filled, chunk.length - at);
-        this.partial.set(chunk.subarray(at, at + take), this.filled);
+      if (this.pieces) {
+        const take = Math.min(this.size - this.filled, chunk.length - at);
+        this.pieces.push(chunk.subarray(at, at + take));
         this.filled += take;
         at += take;
-        if (this.filled === this.partial.length) {
-          frames.push(this.frame(this.partial));
-          this.partial = undefined;
-        }
+        if (this.filled === this.size) this.complete(frames);
         continue;
       }
       const headSize = this.startup ? 4 : 5;
       if (this.headLength === 0 && chunk.length - at >= headSize) {
-        const size = this.size(chunk, at);
+        const size = this.messageSize(chunk, at);
         if (chunk.length - at >= size) {
           frames.push(this.frame(chunk.subarray(at, at + size)));
           at += size;
           continue;
         }
-        this.partial = new Uint8Array(size);
+        this.pieces = [];
+        this.size = size;
         this.filled = 0;
         continue;
       }
       // The header itself spans chunks: gather it byte by byte (at most 5 bytes).
       this.head[this.headLength++] = chunk[at++]!;
       if (this.headLength === headSize) {
-        const size = this.size(this.head, 0);
-        this.partial = new Uint8Array(size);
-        this.partial.set(this.head.subarray(0, headSize));
+        this.size = this.messageSize(this.head, 0);
+        this.pieces = [this.head.slice(0, headSize)];
         this.filled = headSize;
         this.headLength = 0;
-        if (size === headSize) {
-          frames.push(this.frame(this.partial));
-          this.partial = undefined;
-        }
+        if (this.size === headSize) this.complete(frames);
       }
     }
     return frames;
@@ -139,10 +136,22 @@ export class FrameReader {
 
   /** Whether a message is partly read (the client stopped mid-message). */
   get pending(): boolean {
-    return this.partial !== undefined || this.headLength > 0;
+    return this.pieces !== undefined || this.headLength > 0;
   }
 
-  private size(bytes: Uint8Array, at: number): number {
+  /** The message being assembled is whole: one copy of its pieces. */
+  private complete(frames: Frame[]): void {
+    const message = new Uint8Array(this.size);
+    let at = 0;
+    for (const piece of this.pieces!) {
+      message.set(piece, at);
+      at += piece.length;
+    }
+    this.pieces = undefined;
+    frames.push(this.frame(message));
+  }
+
+  private messageSize(bytes: Uint8Array, at: number): number {
     const lengthAt = this.startup ? at : at + 1;
     const length = readInt32(bytes, lengthAt);
     const max = this.startup ? MAX_STARTUP_LENGTH : MAX_MESSAGE_LENGTH;
@@ -233,6 +242,7 @@ export function parseParse(frame: Uint8Array): ParseMessage {
   const [name, at] = readCString(frame, 5);
   const [query, after] = readCString(frame, at);
   const count = readInt16(frame, after);
+  if (after + 2 + 4 * count > frame.length) throw new ProtocolViolation(`a Parse names ${count} parameter types but carries ${Math.max(0, frame.length - after - 2)} bytes of them`);
   const types: number[] = [];
   for (let i = 0; i < count; i++) types.push(readInt32(frame, after + 2 + 4 * i) >>> 0);
   return { name, query, types };

@@ -80,8 +80,24 @@ const CHANGES_SESSION = /(?:^|;)\s*(?:set|reset|prepare|deallocate|discard|liste
 /** Statements that open or end a transaction, or run COPY: their server connection cannot carry other sessions' queries. */
 const TRANSACTION_OR_COPY = /(?:^|;)\s*(?:begin|start|commit|end|rollback|abort|savepoint|release|prepare\s+transaction|copy)\b/i;
 const LISTEN = /(?:^|;)\s*listen\b/i;
-const DEALLOCATE_NAME = /^\s*deallocate\s+(?:prepare\s+)?("?)([^";\s]+)\1\s*;?\s*$/i;
-const DROPS_ALL = /^\s*(?:deallocate\s+(?:prepare\s+)?all|discard\s+all)\s*;?\s*$/i;
+// `\s*(?:;\s*)?$`, not `\s*;?\s*$`: the latter backtracks quadratically on a long run of spaces (seconds of the shared thread).
+const DEALLOCATE_NAME = /^\s*deallocate\s+(?:prepare\s+)?("?)([^";\s]+)\1\s*(?:;\s*)?$/i;
+/** Command tags of statements that change session state, as bytes (compared in place: no decoding per query). */
+const SESSION_TAGS = ["SET", "RESET", "PREPARE", "DEALLOCATE", "DISCARD", "LISTEN", "UNLISTEN", "LOAD"].map((tag) => new TextEncoder().encode(tag));
+
+/** Whether a CommandComplete's tag is one of `SESSION_TAGS` (the whole tag, or its first word). */
+function changesSession(frame: Uint8Array): boolean {
+  tags: for (const tag of SESSION_TAGS) {
+    if (frame.length < 6 + tag.length || frame[5] !== tag[0]) continue;
+    for (let i = 1; i < tag.length; i++) if (frame[5 + i] !== tag[i]) continue tags;
+    const after = frame[5 + tag.length];
+    if (after === 0 || after === 0x20) return true;
+  }
+  return false;
+}
+/** The coordinator's own server-side statement names (`edgepool_<n>`): no client's to close. */
+const REGISTRY_NAME = /^edgepool_\d+$/;
+const DROPS_ALL = /^\s*(?:deallocate\s+(?:prepare\s+)?all|discard\s+all)\s*(?:;\s*)?$/i;
 /** Statement names a built-in client's session keeps (as many as the client's own cache of Parse messages). */
 const BUILT_IN_SESSION_STATEMENTS = 256;
 /** The startup parameter by which the remote built-in client says it is one (the coordinator answers startups itself: no server sees it). */
@@ -546,7 +562,7 @@ export class WireSession<B extends Backend> {
     if (CHANGES_SESSION.test(text)) this.dirty = true;
     if (this.server) {
       const name = DEALLOCATE_NAME.exec(text)?.[2];
-      if (name && name.toLowerCase() !== "all" && this.statements.delete(name)) {
+      if (name && name.toLowerCase() !== "all" && (this.statements.delete(name) || REGISTRY_NAME.test(name))) {
         // A protocol-level name the server never saw under this name: answer as PgBouncer does, without sending it.
         this.answer(() => commandComplete("DEALLOCATE"));
         this.answer(() => readyForQuery(this.status));
@@ -619,8 +635,9 @@ export class WireSession<B extends Backend> {
   private Close(frame: Uint8Array): void {
     this.exchangeOpen = true;
     const target = parseTarget(frame);
-    if (this.server && target.kind === "S" && target.name !== "" && this.statements.delete(target.name)) {
-      // The server keeps the statement for other sessions; the client only forgets its name.
+    // The server keeps its statements for every session; the client only forgets its name. A registry name this session
+    // never prepared is answered too (Postgres answers a Close of no statement alike): forwarded, it would close another's.
+    if (this.server && target.kind === "S" && target.name !== "" && (this.statements.delete(target.name) || REGISTRY_NAME.test(target.name))) {
       this.answer(closeComplete);
       return;
     }
@@ -808,6 +825,8 @@ export class WireSession<B extends Backend> {
   private CommandComplete(frame: Uint8Array): void {
     this.endCopy();
     this.pop(ANSWERED_BY.Execute);
+    // The server's own word that session state changed, whatever comments hid it from CHANGES_SESSION.
+    if (!this.dirty && changesSession(frame)) this.dirty = true;
     // Only DEALLOCATE ALL and DISCARD ALL matter here: a tag not starting with D is not decoded.
     if (this.server && frame.length <= 20 && frame[5] === 0x44) {
       const tag = parseCommandComplete(frame);
