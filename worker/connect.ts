@@ -34,7 +34,14 @@ export interface ConnectDeps {
    * token before the startup reaches the session. Throws `UNAUTHORIZED`.
    */
   checkPassword?: (password: string) => Promise<void>;
+  /** How long the client has, with `checkPassword`, to send its password from the upgrade on (default `PASSWORD_WAIT_MS`). */
+  passwordWaitMs?: number;
 }
+
+/** A client asked for its password (no token on the upgrade) gets this long to send it; then FATAL 28000 and the socket closes. */
+export const PASSWORD_WAIT_MS = 10_000;
+/** The longest message taken before the password is accepted (a startup is at most 10,000 bytes; a token is short). */
+const MAX_GATE_MESSAGE_LENGTH = 16 * 1024;
 
 /** Client bytes the coordinator queues unread per session before it ends the session (a WebSocket cannot be paused). */
 export const MAX_INBOUND_QUEUED_BYTES = 32 * 1024 * 1024;
@@ -69,13 +76,20 @@ export function bridge(socket: TunnelSocket, deps: ConnectDeps): void {
   void (async () => {
     let inbound = messages;
     if (deps.checkPassword) {
+      const waitMs = deps.passwordWaitMs ?? PASSWORD_WAIT_MS;
+      let timer: ReturnType<typeof setTimeout> | undefined;
+      const late = new Promise<never>((_, reject) => {
+        timer = setTimeout(() => reject(new PoolError("UNAUTHORIZED", deps.tenant, `tenant "${deps.tenant}": no password (the client token) within ${waitMs} ms of connecting`)), waitMs);
+      });
       try {
-        inbound = await passwordGate(messages, send, deps.checkPassword, deps.tenant);
+        inbound = await Promise.race([passwordGate(messages, send, deps.checkPassword, deps.tenant), late]);
       } catch (error) {
         const refused = error instanceof ProtocolViolation ? new PoolError("BAD_REQUEST", deps.tenant, error.message) : asPoolError(error, deps.tenant);
         send(toErrorResponse(refused, { fatal: true }).bytes);
         void messages.cancel().catch(() => {});
         return close(1000);
+      } finally {
+        clearTimeout(timer);
       }
     }
     const out: TunnelEnds = {
@@ -149,7 +163,7 @@ async function passwordGate(
   tenant: string,
 ): Promise<ReadableStream<Uint8Array>> {
   const reader = messages.getReader();
-  const frames = new FrameReader(true);
+  const frames = new FrameReader(true, MAX_GATE_MESSAGE_LENGTH);
   const ahead: Uint8Array[] = [];
   let startup: Uint8Array | undefined;
   for (;;) {

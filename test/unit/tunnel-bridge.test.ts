@@ -140,4 +140,26 @@ describe("tunnel bridge", () => {
     await new Promise((resolve) => setTimeout(resolve, 120));
     expect(drained).toBe(true);
   });
+
+  it("token as password: a client that never sends its password is refused once its time is up (FATAL 28000), and a huge message before it is refused at once", async () => {
+    const { socket, sent, deliver, closes } = fakeSocket();
+    const session = fakeSession();
+    bridge(socket, { tenant: "acme", mode: "transaction", open: session.open, checkPassword: async () => {}, passwordWaitMs: 50 });
+    deliver(startupMessage({ user: "u", database: "acme" }));
+    await tick();
+    expect(sent.map((b) => b[0])).toEqual([0x52]);
+    await new Promise((resolve) => setTimeout(resolve, 80));
+    expect(closes).toEqual([1000]);
+    expect(new TextDecoder().decode(sent.at(-1))).toContain("no password (the client token) within 50 ms");
+    expect(session.opened).toEqual([]);
+
+    const huge = fakeSocket();
+    bridge(huge.socket, { tenant: "acme", mode: "transaction", open: session.open, checkPassword: async () => {} });
+    huge.deliver(startupMessage({ user: "u", database: "acme" }));
+    // A "password" declared at 1 MiB: more than any token, refused on its header.
+    huge.deliver(new Uint8Array([0x70, 0, 0x10, 0, 0]));
+    await tick();
+    expect(huge.closes).toEqual([1000]);
+    expect(session.opened).toEqual([]);
+  });
 });

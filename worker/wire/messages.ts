@@ -91,8 +91,12 @@ export class FrameReader {
   private size = 0;
   private filled = 0;
 
-  constructor(startup: boolean) {
+  private readonly maxLength: number;
+
+  /** `maxLength`: the longest typed message taken (a smaller bound where fewer bytes can be legitimate). */
+  constructor(startup: boolean, maxLength = MAX_MESSAGE_LENGTH) {
     this.startup = startup;
+    this.maxLength = maxLength;
   }
 
   /** Frames in `chunk`, completing one left from earlier chunks. Throws `ProtocolViolation` on a bad length. */
@@ -154,7 +158,7 @@ export class FrameReader {
   private messageSize(bytes: Uint8Array, at: number): number {
     const lengthAt = this.startup ? at : at + 1;
     const length = readInt32(bytes, lengthAt);
-    const max = this.startup ? MAX_STARTUP_LENGTH : MAX_MESSAGE_LENGTH;
+    const max = this.startup ? MAX_STARTUP_LENGTH : this.maxLength;
     if (length < 4 || length > max || (this.startup && length < 8)) {
       throw new ProtocolViolation(`invalid message length ${length}${this.startup ? " in the startup packet" : ` for message type ${JSON.stringify(String.fromCharCode(bytes[at]!))}`}`);
     }
