@@ -199,8 +199,8 @@ export function routerFor(target: object, tenant: string): ShardRouter {
   return router;
 }
 
-/** Answers after which a session that sent nothing yet tries another shard: the shard is not (or no longer) configured, or its queue is full. */
-const REROUTE = new Set(["UNKNOWN_TENANT", "POOL_CLOSED", "WAIT_QUEUE_FULL"]);
+/** Answers after which a session that sent nothing yet tries another shard: the shard is not (or no longer) configured, or its queue is full (a coordinator refuses a one-shot with these as a failed call, not in its answer). */
+export const REROUTE: ReadonlySet<string> = new Set(["UNKNOWN_TENANT", "POOL_CLOSED", "WAIT_QUEUE_FULL"]);
 
 /** Whether a failed call certainly never reached the object (Cloudflare marks an overloaded object's refusals so). */
 export function notDelivered(error: unknown): boolean {

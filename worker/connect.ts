@@ -1,5 +1,6 @@
 import { PoolError } from "../src/errors.ts";
 import type { WireMode } from "../src/protocol.ts";
+import { systemClock, within } from "./pool/clock.ts";
 import type { TunnelEnds } from "./tunnel.ts";
 import { asPoolError, toErrorResponse } from "./wire/errors.ts";
 import { CANCEL_REQUEST, FrameReader, GSSENC_REQUEST, ProtocolViolation, readInt32, SSL_REQUEST, STARTUP } from "./wire/messages.ts";
@@ -77,19 +78,14 @@ export function bridge(socket: TunnelSocket, deps: ConnectDeps): void {
     let inbound = messages;
     if (deps.checkPassword) {
       const waitMs = deps.passwordWaitMs ?? PASSWORD_WAIT_MS;
-      let timer: ReturnType<typeof setTimeout> | undefined;
-      const late = new Promise<never>((_, reject) => {
-        timer = setTimeout(() => reject(new PoolError("UNAUTHORIZED", deps.tenant, `tenant "${deps.tenant}": no password (the client token) within ${waitMs} ms of connecting`)), waitMs);
-      });
       try {
-        inbound = await Promise.race([passwordGate(messages, send, deps.checkPassword, deps.tenant), late]);
+        inbound = await within(systemClock, passwordGate(messages, send, deps.checkPassword, deps.tenant), waitMs,
+          () => new PoolError("UNAUTHORIZED", deps.tenant, `tenant "${deps.tenant}": no password (the client token) within ${waitMs} ms of connecting`));
       } catch (error) {
         const refused = error instanceof ProtocolViolation ? new PoolError("BAD_REQUEST", deps.tenant, error.message) : asPoolError(error, deps.tenant);
         send(toErrorResponse(refused, { fatal: true }).bytes);
         void messages.cancel().catch(() => {});
         return close(1000);
-      } finally {
-        clearTimeout(timer);
       }
     }
     const out: TunnelEnds = {

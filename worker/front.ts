@@ -1,5 +1,6 @@
 import { PoolError } from "../src/errors.ts";
 import type { WireMode } from "../src/protocol.ts";
+import { REROUTE } from "../src/shards.ts";
 import type { Capacity } from "./pool/capacity.ts";
 import type { Clock } from "./pool/clock.ts";
 import type { Lease } from "./pool/connection.ts";
@@ -217,7 +218,7 @@ export class FrontDoor {
       if (runner.session.endedBy) throw runner.session.endedBy;
       // Refused before any of it ran by a shard that cannot take it now: thrown (not answered), so the client may send it to another shard.
       const refused = runner.session.refusedWith;
-      if (refused?.code === "WAIT_QUEUE_FULL" || refused?.code === "POOL_CLOSED") throw refused;
+      if (refused && REROUTE.has(refused.code)) throw refused;
       // 57014 after the deadline is our cancel, even if its answer overtook the timer.
       if ((timedOut || (timeoutMs > 0 && clock.now() - started >= timeoutMs)) && hasSqlState(answer, "57014")) {
         throw new PoolError("QUERY_TIMEOUT", this.tenant, `tenant "${this.tenant}" query was cancelled on the server after ${timeoutMs}ms (queryTimeoutMs)`);

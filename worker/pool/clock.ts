@@ -5,10 +5,10 @@ export interface Clock {
   clearTimer(timer: unknown): void;
 }
 
-/** `work`, or a rejection with `message` once `ms` have passed on `clock` (a late answer is then ignored). */
-export function within<T>(clock: Clock, work: Promise<T>, ms: number, message: string): Promise<T> {
+/** `work`, or a rejection once `ms` have passed on `clock` (an `Error(late)`, or what `late()` makes); a late answer is then ignored. */
+export function within<T>(clock: Clock, work: Promise<T>, ms: number, late: string | (() => Error)): Promise<T> {
   return new Promise((resolve, reject) => {
-    const timer = clock.setTimer(() => reject(new Error(message)), ms);
+    const timer = clock.setTimer(() => reject(typeof late === "string" ? new Error(late) : late()), ms);
     work.then(
       (value) => (clock.clearTimer(timer), resolve(value)),
       (error: unknown) => (clock.clearTimer(timer), reject(error)),
