@@ -126,6 +126,15 @@ describe("tunnel bridge", () => {
     expect(closes).toEqual([1011]);
   });
 
+  it("a flood of tiny messages counts against the inbound bound too (each costs its own bookkeeping)", async () => {
+    const { socket, deliver, closes } = fakeSocket();
+    // A session that never reads.
+    bridge(socket, { tenant: "acme", mode: "transaction", open: () => {} });
+    const one = new Uint8Array(1);
+    for (let i = 0; i < 600_000 && closes.length === 0; i++) deliver(one);
+    expect(closes).toEqual([1011]);
+  });
+
   it("answers wait while the client's send buffer is over the high-water mark, and stop waiting when the client goes (a closed socket may keep its count)", async () => {
     const { socket, closeFromClient } = fakeSocket();
     let out!: TunnelEnds;

@@ -1,7 +1,6 @@
 // What one untrusted client can make the coordinator do with malformed or hostile protocol bytes: framing limits,
 // parser bounds, regex cost, and the state it may touch on a shared server connection.
 import { describe, expect, it } from "vitest";
-import { bridge, type TunnelSocket } from "../../worker/connect.ts";
 import { FrameReader, MAX_MESSAGE_LENGTH, parseParse, ProtocolViolation } from "../../worker/wire/messages.ts";
 import { fe, makeWire } from "./wire-helpers.ts";
 
@@ -71,22 +70,5 @@ describe("a shared server connection", () => {
     const c = wire.client();
     await c.send(fe.query("/* hidden */ SET search_path TO evil"));
     expect(wire.driver.resets).toEqual([wire.driver.backends[0]!.pid]);
-  });
-});
-
-describe("the WebSocket bridge", () => {
-  it("a flood of tiny messages counts against the inbound bound too (each costs its own bookkeeping)", async () => {
-    const listeners = new Map<string, ((event: { data: unknown }) => void)[]>();
-    const closes: number[] = [];
-    const socket = {
-      send: () => {},
-      close: (code = 1000) => void closes.push(code),
-      addEventListener: (type: string, listener: (event: { data: unknown }) => void) => void listeners.set(type, [...(listeners.get(type) ?? []), listener]),
-    } as unknown as TunnelSocket;
-    // A session that never reads.
-    bridge(socket, { tenant: "acme", mode: "transaction", open: () => {} });
-    const one = new Uint8Array(1).buffer;
-    for (let i = 0; i < 600_000 && closes.length === 0; i++) listeners.get("message")!.forEach((l) => l({ data: one }));
-    expect(closes).toEqual([1011]);
   });
 });

@@ -1,6 +1,7 @@
 import { describe, expect, it } from "vitest";
 import { fe, leasedPids, makeWire, type Wire } from "./wire-helpers.ts";
 import { flush } from "./helpers.ts";
+import { BUILT_IN_CLIENT_PARAMETER } from "../../worker/wire/session.ts";
 
 /** Holds `n` backends busy in open transactions so the next acquire gets a specific one. */
 async function pin(wire: Wire, n: number) {
@@ -219,7 +220,7 @@ describe("named prepared statements in transaction mode", () => {
     };
     const inWorker = wire.client();
     const remote = wire.client({ startup: true });
-    await remote.send(fe.startup({ user: "edgepool", edgepool_builtin: "1" }));
+    await remote.send(fe.startup({ user: "edgepool", [BUILT_IN_CLIENT_PARAMETER]: "1" }));
     const driver = wire.client({ startup: true });
     await driver.send(fe.startup({ user: "app" }));
     for (const c of [inWorker, remote, driver]) {
